@@ -1,0 +1,127 @@
+// Package testenv gives tests isolated, real PostgreSQL databases and Redis
+// connections. It reads TEST_DATABASE_URL and TEST_REDIS_URL, defaulting to
+// the local servers test.sh expects.
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/url"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgrelay/pgrelay/sqlkit"
+)
+
+// Defaults used when the environment names no servers.
+const (
+	DefaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+	DefaultRedisURL    = "redis://127.0.0.1:6379/0"
+)
+
+// DatabasePrefix starts the name of every database the tests create, so
+// test.sh can remove any left behind by a killed run.
+const DatabasePrefix = "pgrelay_test_"
+
+// AdminURL returns the URL of the server the tests create databases on.
+func AdminURL() string {
+	if u := os.Getenv("TEST_DATABASE_URL"); u != "" {
+		return u
+	}
+	return DefaultDatabaseURL
+}
+
+// RedisURL returns the URL of the Redis server the tests use.
+func RedisURL() string {
+	if u := os.Getenv("TEST_REDIS_URL"); u != "" {
+		return u
+	}
+	return DefaultRedisURL
+}
+
+// Context returns a context that ends with the test, or after a generous
+// minute so that a hung test fails instead of blocking the suite.
+func Context(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// UniqueName returns prefix followed by random hex, for databases, tables and
+// channels that must not collide between parallel tests.
+func UniqueName(prefix string) string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return prefix + hex.EncodeToString(b[:])
+}
+
+// NewDatabase creates an empty database for the test, drops it when the test
+// ends, and returns its URL.
+func NewDatabase(t testing.TB) string {
+	t.Helper()
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, AdminURL())
+	require.NoError(t, err, "connect to the test PostgreSQL server (set TEST_DATABASE_URL)")
+	defer admin.Close(ctx)
+	name := UniqueName(DatabasePrefix)
+	_, err = admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		c, err := pgx.Connect(context.Background(), AdminURL())
+		if err != nil {
+			t.Logf("drop test database %s: %v", name, err)
+			return
+		}
+		defer c.Close(context.Background())
+		if _, err := c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+			t.Logf("drop test database %s: %v", name, err)
+		}
+	})
+	return WithDatabase(AdminURL(), name)
+}
+
+// NewMigratedDatabase is NewDatabase with pgrelay's migrations applied.
+func NewMigratedDatabase(t testing.TB) string {
+	t.Helper()
+	dbURL := NewDatabase(t)
+	pool := Pool(t, dbURL)
+	require.NoError(t, sqlkit.Migrate(context.Background(), pool))
+	return dbURL
+}
+
+// WithDatabase returns the URL rawURL with its database name replaced.
+func WithDatabase(rawURL, name string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		panic("testenv: TEST_DATABASE_URL must be a postgres:// URL: " + err.Error())
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
+// Pool opens a pool on url, closed when the test ends.
+func Pool(t testing.TB, dbURL string) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgxpool.New(context.Background(), dbURL)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// Redis returns a client of the test Redis server, closed when the test ends.
+func Redis(t testing.TB) *redis.Client {
+	t.Helper()
+	opts, err := redis.ParseURL(RedisURL())
+	require.NoError(t, err)
+	c := redis.NewClient(opts)
+	require.NoError(t, c.Ping(context.Background()).Err(), "connect to the test Redis server (set TEST_REDIS_URL)")
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}

@@ -1,0 +1,236 @@
+-- Capture: the trigger function and the functions that install it.
+-- Everything here is CREATE OR REPLACE so a later migration can re-install a
+-- changed version of any function without touching the tables.
+
+-- cdc.capture() is the one trigger function behind every captured table. It
+-- runs once per statement (not per row) over the statement's transition
+-- tables, so a 1,000-row INSERT costs one INSERT ... SELECT into the outbox,
+-- and it sends at most one NOTIFY per transaction: the payload is the
+-- transaction id, identical within a transaction, and PostgreSQL folds
+-- identical notifications of one transaction into one.
+--
+-- SECURITY DEFINER with a pinned search_path: application roles need no
+-- privilege on cdc.*, and a hostile search_path cannot substitute functions
+-- or operators used here.
+--
+-- It never raises for the application's sake: if the table lost its primary
+-- key after CDC was enabled, events are still written, with a NULL key.
+CREATE OR REPLACE FUNCTION cdc.capture() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    keys    text[];
+    onekey  text;
+    written bigint;
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        INSERT INTO cdc.outbox (schema_name, table_name, action)
+        VALUES (TG_TABLE_SCHEMA, TG_TABLE_NAME, 'truncate');
+        PERFORM pg_notify('cdc_events', pg_current_xact_id()::text);
+        RETURN NULL;
+    END IF;
+
+    -- Primary-key columns, looked up per statement so that renamed columns
+    -- and a replaced key are always current.
+    SELECT array_agg(a.attname::text ORDER BY k.pos) INTO keys
+    FROM pg_index i
+    CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, pos)
+    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+    WHERE i.indrelid = TG_RELID AND i.indisprimary AND k.pos <= i.indnkeyatts;
+    IF cardinality(keys) = 1 THEN
+        onekey := keys[1];
+    END IF;
+
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO cdc.outbox (schema_name, table_name, action, key, data)
+        SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'insert',
+               CASE WHEN onekey IS NOT NULL THEN r.d -> onekey
+                    WHEN keys IS NOT NULL THEN (SELECT jsonb_object_agg(c, r.d -> c) FROM unnest(keys) c)
+               END,
+               r.d
+        FROM (SELECT to_jsonb(nr.*) AS d FROM new_rows nr) r;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO cdc.outbox (schema_name, table_name, action, key, data)
+        SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'delete',
+               CASE WHEN onekey IS NOT NULL THEN r.d -> onekey
+                    WHEN keys IS NOT NULL THEN (SELECT jsonb_object_agg(c, r.d -> c) FROM unnest(keys) c)
+               END,
+               r.d
+        FROM (SELECT to_jsonb(orow.*) AS d FROM old_rows orow) r;
+    ELSE
+        -- UPDATE: pair old and new rows by primary key. A row whose key
+        -- changed has no partner and is reported as a delete of the old key
+        -- and an insert of the new one; a row that did not change at all is
+        -- not reported.
+        WITH o AS (
+            SELECT CASE WHEN onekey IS NOT NULL THEN r.d -> onekey
+                        WHEN keys IS NOT NULL THEN (SELECT jsonb_object_agg(c, r.d -> c) FROM unnest(keys) c)
+                   END AS k, r.d
+            FROM (SELECT to_jsonb(orow.*) AS d FROM old_rows orow) r
+        ), n AS (
+            SELECT CASE WHEN onekey IS NOT NULL THEN r.d -> onekey
+                        WHEN keys IS NOT NULL THEN (SELECT jsonb_object_agg(c, r.d -> c) FROM unnest(keys) c)
+                   END AS k, r.d
+            FROM (SELECT to_jsonb(nr.*) AS d FROM new_rows nr) r
+        )
+        INSERT INTO cdc.outbox (schema_name, table_name, action, key, data, changes)
+        SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME,
+               CASE WHEN o.d IS NULL THEN 'insert' WHEN n.d IS NULL THEN 'delete' ELSE 'update' END,
+               coalesce(n.k, o.k),
+               coalesce(n.d, o.d),
+               CASE WHEN o.d IS NOT NULL AND n.d IS NOT NULL THEN
+                   (SELECT jsonb_agg(jsonb_build_object('field', e.key, 'old', o.d -> e.key, 'new', e.value))
+                    FROM jsonb_each(n.d) e
+                    WHERE (o.d -> e.key) IS DISTINCT FROM e.value)
+               END
+        FROM o FULL JOIN n ON o.k = n.k
+        WHERE o.d IS DISTINCT FROM n.d;
+    END IF;
+
+    GET DIAGNOSTICS written = ROW_COUNT;
+    IF written > 0 THEN
+        PERFORM pg_notify('cdc_events', pg_current_xact_id()::text);
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+
+-- cdc.all_tables lists the tables CDC can be enabled on in the given schemas:
+-- ordinary and partitioned tables (a partitioned table's CDC covers all its
+-- partitions, so partitions themselves are left out), never views, foreign
+-- tables, temporary tables or cdc's own tables.
+CREATE OR REPLACE FUNCTION cdc.all_tables(schemas text[] DEFAULT ARRAY['public'])
+RETURNS SETOF regclass
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT c.oid::regclass
+    FROM pg_class c
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = ANY (schemas)
+      AND n.nspname <> 'cdc'
+      AND c.relkind IN ('r', 'p')
+      AND NOT c.relispartition
+      AND c.relpersistence <> 't'
+    ORDER BY n.nspname, c.relname
+$fn$;
+
+-- cdc.check_cdc_target raises a clear error when tbl cannot carry CDC. The
+-- SQLSTATEs in class PR are pgrelay's own, so that callers can tell the
+-- reasons apart without parsing messages.
+CREATE OR REPLACE FUNCTION cdc.check_cdc_target(tbl regclass) RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    rel record;
+BEGIN
+    SELECT c.relkind, c.relpersistence, c.relispartition, n.nspname,
+           (SELECT p.inhparent::regclass FROM pg_inherits p WHERE p.inhrelid = c.oid LIMIT 1) AS parent
+    INTO rel
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.oid = tbl;
+
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'table % does not exist', tbl USING ERRCODE = 'undefined_table';
+    END IF;
+    IF rel.nspname = 'cdc' THEN
+        RAISE EXCEPTION '% belongs to pgrelay itself and cannot be captured', tbl
+            USING ERRCODE = 'PR002';
+    END IF;
+    IF rel.relkind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '% is a %, not a table: CDC captures tables only', tbl,
+            CASE rel.relkind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view'
+                             WHEN 'f' THEN 'foreign table' WHEN 'S' THEN 'sequence'
+                             WHEN 'c' THEN 'composite type' WHEN 'i' THEN 'index'
+                             ELSE 'relation of kind ' || rel.relkind::text END
+            USING ERRCODE = 'PR002';
+    END IF;
+    IF rel.relpersistence = 't' THEN
+        RAISE EXCEPTION '% is a temporary table: its changes are private to one session and cannot be captured', tbl
+            USING ERRCODE = 'PR002';
+    END IF;
+    IF rel.relispartition THEN
+        RAISE EXCEPTION '% is a partition of %: enable CDC on the partitioned table, which covers all its partitions',
+            tbl, rel.parent
+            USING ERRCODE = 'PR002';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = tbl AND i.indisprimary) THEN
+        RAISE EXCEPTION 'table % has no primary key: CDC events are keyed by the primary key, add one and retry', tbl
+            USING ERRCODE = 'PR001';
+    END IF;
+END
+$fn$;
+
+-- cdc.ensure_cdc_for installs the capture triggers on tbl and returns
+-- 'installed', or 'unchanged' when they were already in place. When all four
+-- triggers exist it does nothing and takes no lock on the table; otherwise
+-- CREATE OR REPLACE TRIGGER installs the missing ones, so there is never a
+-- moment without a trigger (no DROP then CREATE).
+CREATE OR REPLACE FUNCTION cdc.ensure_cdc_for(tbl regclass) RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    PERFORM cdc.check_cdc_target(tbl);
+
+    IF (SELECT count(*) FROM pg_trigger t
+        WHERE t.tgrelid = tbl
+          AND t.tgfoid = 'cdc.capture()'::regprocedure
+          AND t.tgname IN ('cdc_capture_insert', 'cdc_capture_update',
+                           'cdc_capture_delete', 'cdc_capture_truncate')) = 4 THEN
+        RETURN 'unchanged';
+    END IF;
+
+    EXECUTE format('CREATE OR REPLACE TRIGGER cdc_capture_insert AFTER INSERT ON %s '
+                   'REFERENCING NEW TABLE AS new_rows '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture()', tbl);
+    EXECUTE format('CREATE OR REPLACE TRIGGER cdc_capture_update AFTER UPDATE ON %s '
+                   'REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture()', tbl);
+    EXECUTE format('CREATE OR REPLACE TRIGGER cdc_capture_delete AFTER DELETE ON %s '
+                   'REFERENCING OLD TABLE AS old_rows '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture()', tbl);
+    EXECUTE format('CREATE OR REPLACE TRIGGER cdc_capture_truncate AFTER TRUNCATE ON %s '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture()', tbl);
+    RETURN 'installed';
+END
+$fn$;
+
+-- cdc.remove_cdc_for removes the capture triggers from tbl and returns
+-- 'removed', or 'unchanged' when there were none. Events already in the
+-- outbox are still delivered.
+CREATE OR REPLACE FUNCTION cdc.remove_cdc_for(tbl regclass) RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    trig text;
+    found_any boolean := false;
+BEGIN
+    FOR trig IN
+        SELECT t.tgname FROM pg_trigger t
+        WHERE t.tgrelid = tbl
+          AND t.tgname IN ('cdc_capture_insert', 'cdc_capture_update',
+                           'cdc_capture_delete', 'cdc_capture_truncate')
+    LOOP
+        EXECUTE format('DROP TRIGGER %I ON %s', trig, tbl);
+        found_any := true;
+    END LOOP;
+    RETURN CASE WHEN found_any THEN 'removed' ELSE 'unchanged' END;
+END
+$fn$;
+
+-- cdc.cdc_tables lists the tables that currently have CDC installed.
+CREATE OR REPLACE FUNCTION cdc.cdc_tables() RETURNS SETOF regclass
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT s.tbl
+    FROM (SELECT DISTINCT t.tgrelid::regclass AS tbl
+          FROM pg_trigger t
+          WHERE t.tgfoid = 'cdc.capture()'::regprocedure) s
+    ORDER BY s.tbl::text
+$fn$;

@@ -1,0 +1,5 @@
+SELECT n.nspname, c.relname
+FROM cdc.all_tables($1::text[]) AS t(tbl)
+JOIN pg_catalog.pg_class c ON c.oid = t.tbl
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ORDER BY n.nspname, c.relname;

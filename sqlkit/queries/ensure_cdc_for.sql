@@ -1,0 +1,1 @@
+SELECT cdc.ensure_cdc_for($1::oid::regclass);

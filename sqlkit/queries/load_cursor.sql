@@ -1,0 +1,3 @@
+SELECT next_txid, pending_txids, pending_after
+FROM cdc.relay_cursor
+WHERE name = $1;

@@ -1,0 +1,1 @@
+SELECT cdc.remove_cdc_for($1::oid::regclass);

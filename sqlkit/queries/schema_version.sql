@@ -1,0 +1,1 @@
+SELECT version FROM cdc.schema_version;

@@ -1,0 +1,1 @@
+SELECT pg_advisory_unlock(7305870462113470001);

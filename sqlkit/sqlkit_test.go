@@ -1,0 +1,330 @@
+package sqlkit_test
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgrelay/pgrelay/internal/testenv"
+	"github.com/pgrelay/pgrelay/sqlkit"
+)
+
+func TestMigrateIsIdempotentAndConcurrent(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	pool := testenv.Pool(t, testenv.NewDatabase(t))
+
+	v, err := sqlkit.SchemaVersion(ctx, pool)
+	require.NoError(t, err)
+	require.Zero(t, v)
+	require.ErrorIs(t, sqlkit.CheckSchema(ctx, pool), sqlkit.ErrNotMigrated)
+
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Go(func() { errs[i] = sqlkit.Migrate(ctx, pool) })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		require.NoError(t, err)
+	}
+	require.NoError(t, sqlkit.Migrate(ctx, pool))
+	v, err = sqlkit.SchemaVersion(ctx, pool)
+	require.NoError(t, err)
+	require.Equal(t, sqlkit.LatestVersion(), v)
+	require.NoError(t, sqlkit.CheckSchema(ctx, pool))
+}
+
+func setup(t *testing.T, ddl string) (context.Context, *pgxpool.Pool) {
+	t.Helper()
+	ctx := testenv.Context(t)
+	pool := testenv.Pool(t, testenv.NewMigratedDatabase(t))
+	if ddl != "" {
+		_, err := pool.Exec(ctx, ddl)
+		require.NoError(t, err)
+	}
+	return ctx, pool
+}
+
+type outboxRow struct {
+	Schema, Table, Action string
+	Key, Data, Changes    any
+}
+
+func readOutbox(t *testing.T, ctx context.Context, db sqlkit.DB) []outboxRow {
+	t.Helper()
+	b, err := sqlkit.Fetch(ctx, mustConn(t, ctx, db), sqlkit.Cursor{}, 100000, nil)
+	require.NoError(t, err)
+	var out []outboxRow
+	for _, r := range b.Rows {
+		out = append(out, outboxRow{r.Schema, r.Table, r.Action, decode(t, r.Key), decode(t, r.Data), decode(t, r.Changes)})
+	}
+	return out
+}
+
+func mustConn(t *testing.T, ctx context.Context, db sqlkit.DB) *pgx.Conn {
+	t.Helper()
+	pool := db.(*pgxpool.Pool)
+	c, err := pool.Acquire(ctx)
+	require.NoError(t, err)
+	t.Cleanup(c.Release)
+	return c.Conn()
+}
+
+func decode(t *testing.T, b []byte) any {
+	t.Helper()
+	if b == nil {
+		return nil
+	}
+	var v any
+	require.NoError(t, json.Unmarshal(b, &v))
+	return v
+}
+
+func TestCaptureWritesOneRowPerChange(t *testing.T) {
+	t.Parallel()
+	ctx, pool := setup(t, `
+		CREATE TABLE users (id int PRIMARY KEY, name text, score numeric);
+		CREATE TABLE pairs (a int, b text, v int, PRIMARY KEY (a, b));`)
+	_, err := sqlkit.EnsureCDCFor(ctx, pool, sqlkit.Table{Name: "users"}, sqlkit.Table{Schema: "public", Name: "pairs"})
+	require.NoError(t, err)
+
+	_, err = pool.Exec(ctx, `
+		INSERT INTO users VALUES (1, 'a', 1.10), (2, 'b', 2);
+		UPDATE users SET name = 'z' WHERE id = 1;
+		UPDATE users SET name = name;
+		DELETE FROM users WHERE id = 2;
+		INSERT INTO pairs VALUES (1, 'x', 1);
+		UPDATE pairs SET v = 2;
+		TRUNCATE pairs;`)
+	require.NoError(t, err)
+
+	require.Equal(t, []outboxRow{
+		{"public", "users", "insert", 1.0, map[string]any{"id": 1.0, "name": "a", "score": 1.1}, nil},
+		{"public", "users", "insert", 2.0, map[string]any{"id": 2.0, "name": "b", "score": 2.0}, nil},
+		{"public", "users", "update", 1.0, map[string]any{"id": 1.0, "name": "z", "score": 1.1},
+			[]any{map[string]any{"field": "name", "old": "a", "new": "z"}}},
+		{"public", "users", "delete", 2.0, map[string]any{"id": 2.0, "name": "b", "score": 2.0}, nil},
+		{"public", "pairs", "insert", map[string]any{"a": 1.0, "b": "x"}, map[string]any{"a": 1.0, "b": "x", "v": 1.0}, nil},
+		{"public", "pairs", "update", map[string]any{"a": 1.0, "b": "x"}, map[string]any{"a": 1.0, "b": "x", "v": 2.0},
+			[]any{map[string]any{"field": "v", "old": 1.0, "new": 2.0}}},
+		{"public", "pairs", "truncate", nil, nil, nil},
+	}, readOutbox(t, ctx, pool))
+}
+
+func TestCaptureNotifiesOncePerTransaction(t *testing.T) {
+	t.Parallel()
+	ctx, pool := setup(t, `CREATE TABLE items (id int PRIMARY KEY, v text)`)
+	_, err := sqlkit.EnsureCDCFor(ctx, pool, sqlkit.Table{Name: "items"})
+	require.NoError(t, err)
+
+	listener := mustConn(t, ctx, pool)
+	_, err = listener.Exec(ctx, "LISTEN "+sqlkit.NotifyChannel)
+	require.NoError(t, err)
+
+	var txid uint64
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		for i := range 5 {
+			if _, err := tx.Exec(ctx, "INSERT INTO items VALUES ($1, repeat('x', 10000))", i); err != nil {
+				return err
+			}
+		}
+		_, err := tx.Exec(ctx, "UPDATE items SET v = 'y'")
+		if err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, "SELECT pg_current_xact_id()").Scan(&txid)
+	})
+	require.NoError(t, err)
+	// A second transaction, so that "only one" is observable.
+	_, err = pool.Exec(ctx, "DELETE FROM items WHERE id = 0")
+	require.NoError(t, err)
+
+	n, err := listener.WaitForNotification(ctx)
+	require.NoError(t, err)
+	require.Equal(t, sqlkit.NotifyChannel, n.Channel)
+	require.Equal(t, jsonNumber(txid), n.Payload, "the payload is the transaction id, never row data")
+	n, err = listener.WaitForNotification(ctx)
+	require.NoError(t, err)
+	require.NotEqual(t, jsonNumber(txid), n.Payload)
+}
+
+func jsonNumber(u uint64) string {
+	b, _ := json.Marshal(u)
+	return string(b)
+}
+
+func TestEnsureCDCForRefusesWhatItCannotCapture(t *testing.T) {
+	t.Parallel()
+	ctx, pool := setup(t, `
+		CREATE TABLE ok (id int PRIMARY KEY);
+		CREATE TABLE nopk (x int);
+		CREATE VIEW v AS SELECT 1 AS x;
+		CREATE TABLE parted (id int, k int, PRIMARY KEY (id, k)) PARTITION BY RANGE (k);
+		CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (0) TO (100);`)
+
+	tests := []struct {
+		name  string
+		table sqlkit.Table
+		want  error
+		msg   string
+	}{
+		{"missing", sqlkit.Table{Name: "nope"}, sqlkit.ErrTableNotFound, "table nope does not exist"},
+		{"injection", sqlkit.Table{Name: "x; DROP TABLE ok"}, sqlkit.ErrTableNotFound, `table "x; DROP TABLE ok" does not exist`},
+		{"no primary key", sqlkit.Table{Name: "nopk"}, sqlkit.ErrNoPrimaryKey, "table public.nopk has no primary key"},
+		{"view", sqlkit.Table{Name: "v"}, sqlkit.ErrNotCapturable, "public.v is a view"},
+		{"partition", sqlkit.Table{Name: "parted_1"}, sqlkit.ErrNotCapturable, "public.parted_1 is a partition of public.parted"},
+		{"own table", sqlkit.Table{Schema: "cdc", Name: "outbox"}, sqlkit.ErrNotCapturable, "cdc.outbox belongs to pgrelay"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// "ok" comes first: nothing may be left half done.
+			_, err := sqlkit.EnsureCDCFor(ctx, pool, sqlkit.Table{Name: "ok"}, tt.table)
+			require.ErrorIs(t, err, tt.want)
+			require.ErrorContains(t, err, tt.msg)
+			tables, err := sqlkit.CDCTables(ctx, pool)
+			require.NoError(t, err)
+			require.Empty(t, tables)
+		})
+	}
+
+	// The application's writes still work on every refused table.
+	_, err := pool.Exec(ctx, `INSERT INTO nopk VALUES (1); INSERT INTO parted VALUES (1, 1); INSERT INTO ok VALUES (1)`)
+	require.NoError(t, err)
+}
+
+func TestEnsureCDCForIsIdempotentAndRemovable(t *testing.T) {
+	t.Parallel()
+	ctx, pool := setup(t, `
+		CREATE SCHEMA "Odd ""Schema""";
+		CREATE TABLE "Odd ""Schema"""."Tab lé" (id int PRIMARY KEY);
+		CREATE TABLE parted (id int, k int, PRIMARY KEY (id, k)) PARTITION BY RANGE (k);
+		CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (0) TO (100);`)
+	odd := sqlkit.Table{Schema: `Odd "Schema"`, Name: "Tab lé"}
+	parted := sqlkit.Table{Schema: "public", Name: "parted"}
+
+	res, err := sqlkit.EnsureCDCFor(ctx, pool, odd, parted)
+	require.NoError(t, err)
+	require.Equal(t, []sqlkit.TableResult{{odd, "installed"}, {parted, "installed"}}, res)
+	res, err = sqlkit.EnsureCDCFor(ctx, pool, odd, parted)
+	require.NoError(t, err)
+	require.Equal(t, []sqlkit.TableResult{{odd, "unchanged"}, {parted, "unchanged"}}, res)
+
+	tables, err := sqlkit.CDCTables(ctx, pool)
+	require.NoError(t, err)
+	require.ElementsMatch(t, []sqlkit.Table{odd, parted}, tables)
+
+	_, err = pool.Exec(ctx, `INSERT INTO "Odd ""Schema"""."Tab lé" VALUES (7); INSERT INTO parted VALUES (1, 5)`)
+	require.NoError(t, err)
+	rows := readOutbox(t, ctx, pool)
+	require.Len(t, rows, 2)
+	require.Equal(t, `Odd "Schema"`, rows[0].Schema)
+	require.Equal(t, "Tab lé", rows[0].Table)
+	require.Equal(t, "parted", rows[1].Table, "a partition's changes carry the partitioned table's name")
+
+	res, err = sqlkit.RemoveCDCFor(ctx, pool, odd)
+	require.NoError(t, err)
+	require.Equal(t, "removed", res[0].Status)
+	res, err = sqlkit.RemoveCDCFor(ctx, pool, odd)
+	require.NoError(t, err)
+	require.Equal(t, "unchanged", res[0].Status)
+	tables, err = sqlkit.CDCTables(ctx, pool)
+	require.NoError(t, err)
+	require.Equal(t, []sqlkit.Table{parted}, tables)
+}
+
+func TestAllTables(t *testing.T) {
+	t.Parallel()
+	ctx, pool := setup(t, `
+		CREATE SCHEMA app;
+		CREATE TABLE a (id int PRIMARY KEY);
+		CREATE TABLE app.b (id int PRIMARY KEY);
+		CREATE VIEW v AS SELECT 1;
+		CREATE MATERIALIZED VIEW mv AS SELECT 1;
+		CREATE TABLE parted (id int, k int, PRIMARY KEY (id, k)) PARTITION BY RANGE (k);
+		CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (0) TO (100);`)
+
+	tables, err := sqlkit.AllTables(ctx, pool)
+	require.NoError(t, err)
+	require.Equal(t, []sqlkit.Table{{"public", "a"}, {"public", "parted"}}, tables)
+
+	tables, err = sqlkit.AllTables(ctx, pool, "app", "public", "cdc")
+	require.NoError(t, err)
+	require.Equal(t, []sqlkit.Table{{"app", "b"}, {"public", "a"}, {"public", "parted"}}, tables)
+
+	// The SQL form covers a whole schema in one statement.
+	_, err = pool.Exec(ctx, `SELECT cdc.ensure_cdc_for(t) FROM cdc.all_tables() t`)
+	require.NoError(t, err)
+	cdcTables, err := sqlkit.CDCTables(ctx, pool)
+	require.NoError(t, err)
+	require.Equal(t, []sqlkit.Table{{"public", "a"}, {"public", "parted"}}, cdcTables)
+}
+
+func TestCaptureSurvivesHostileSearchPath(t *testing.T) {
+	t.Parallel()
+	ctx, pool := setup(t, `
+		CREATE TABLE items (id int PRIMARY KEY);
+		CREATE SCHEMA evil;
+		CREATE FUNCTION evil.to_jsonb(anyelement) RETURNS jsonb LANGUAGE sql AS $$ SELECT '"pwned"'::jsonb $$;
+		CREATE FUNCTION evil.pg_notify(text, text) RETURNS void LANGUAGE sql AS $$ SELECT $$;`)
+	_, err := sqlkit.EnsureCDCFor(ctx, pool, sqlkit.Table{Name: "items"})
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `SET search_path = evil, public; INSERT INTO items VALUES (1)`)
+	require.NoError(t, err)
+	rows := readOutbox(t, ctx, pool)
+	require.Equal(t, map[string]any{"id": 1.0}, rows[0].Data)
+}
+
+func TestTableNamesRoundTrip(t *testing.T) {
+	tests := []struct {
+		in   string
+		want sqlkit.Table
+		out  string
+	}{
+		{"users", sqlkit.Table{Name: "users"}, "users"},
+		{"Users", sqlkit.Table{Name: "users"}, "users"},
+		{"public.users", sqlkit.Table{Schema: "public", Name: "users"}, "public.users"},
+		{`"My Schema"."My Table"`, sqlkit.Table{Schema: "My Schema", Name: "My Table"}, `"My Schema"."My Table"`},
+		{`"a.b"`, sqlkit.Table{Name: "a.b"}, `"a.b"`},
+		{`"say ""hi"""`, sqlkit.Table{Name: `say "hi"`}, `"say ""hi"""`},
+		{`"Ünï".café`, sqlkit.Table{Schema: "Ünï", Name: "café"}, `"Ünï"."café"`},
+		{`"select"`, sqlkit.Table{Name: "select"}, `"select"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := sqlkit.ParseTable(tt.in)
+			require.NoError(t, err)
+			require.Equal(t, tt.want, got)
+			require.Equal(t, tt.out, got.String())
+		})
+	}
+	for _, bad := range []string{"", ".", "a.", ".a", "a.b.c", `"unterminated`, `""`, "x; DROP TABLE y", `"a"b`, "a b"} {
+		_, err := sqlkit.ParseTable(bad)
+		require.Error(t, err, bad)
+	}
+}
+
+// FuzzParseTable checks that whatever parses prints back to the same table.
+func FuzzParseTable(f *testing.F) {
+	for _, s := range []string{"users", `"My Schema"."My Table"`, `"a""b".c`, "x; DROP TABLE y", `"ü"`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		tbl, err := sqlkit.ParseTable(s)
+		if err != nil {
+			return
+		}
+		again, err := sqlkit.ParseTable(tbl.String())
+		if err != nil {
+			t.Fatalf("%q parsed to %#v, whose String %q does not parse: %v", s, tbl, tbl.String(), err)
+		}
+		if again != tbl {
+			t.Fatalf("%q: %#v printed as %q parsed back as %#v", s, tbl, tbl.String(), again)
+		}
+	})
+}
