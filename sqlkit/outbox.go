@@ -285,3 +285,35 @@ func Backlog(ctx context.Context, db DB, c Cursor) (count int64, oldest time.Tim
 	}
 	return count, oldest, nil
 }
+
+var (
+	sqlListen        = query("listen")
+	sqlNotify        = query("notify")
+	sqlTryLockCursor = query("try_lock_cursor")
+)
+
+// Listen makes conn LISTEN on NotifyChannel.
+func Listen(ctx context.Context, conn *pgx.Conn) error {
+	if _, err := conn.Exec(ctx, sqlListen); err != nil {
+		return fmt.Errorf("listen %s: %w", NotifyChannel, err)
+	}
+	return nil
+}
+
+// Notify sends payload on NotifyChannel.
+func Notify(ctx context.Context, db DB, payload string) error {
+	if _, err := db.Exec(ctx, sqlNotify, payload); err != nil {
+		return fmt.Errorf("notify %s: %w", NotifyChannel, err)
+	}
+	return nil
+}
+
+// TryLockCursor tries to become the only relay delivering for cursor name,
+// for as long as conn stays open. It reports whether it succeeded.
+func TryLockCursor(ctx context.Context, conn *pgx.Conn, name string) (bool, error) {
+	var ok bool
+	if err := conn.QueryRow(ctx, sqlTryLockCursor, name).Scan(&ok); err != nil {
+		return false, fmt.Errorf("lock cursor %q: %w", name, err)
+	}
+	return ok, nil
+}

@@ -1,0 +1,127 @@
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Defaults for the Config fields left at their zero value.
+const (
+	DefaultName             = "default"
+	DefaultBatchSize        = 1000
+	DefaultRetryInterval    = 5 * time.Second
+	DefaultWatchdogInterval = 5 * time.Second
+	DefaultTimeout          = 5 * time.Second
+	DefaultPollInterval     = 30 * time.Second
+	// MaxBatchSize bounds BatchSize so that one batch's events stay well
+	// inside memory and a single Redis pipeline.
+	MaxBatchSize = 100_000
+)
+
+// Config configures a Relay. Zero values mean the documented defaults.
+type Config struct {
+	// DatabaseURL is the PostgreSQL connection string (URL or key=value
+	// form). Required.
+	DatabaseURL string
+
+	// Name identifies this relay's delivery position in cdc.relay_cursor.
+	// Relays with the same name share one position, and only one of them
+	// delivers at a time: the others stand by and take over when it goes
+	// away. Relays with different names each receive every event.
+	// Defaults to DefaultName ("default").
+	Name string
+
+	// BatchSize is the most events fetched from the outbox and handed to
+	// the handlers at once. Defaults to DefaultBatchSize (1000).
+	BatchSize int
+
+	// RetryAttempts is how many consecutive failed reconnection attempts
+	// are made before giving up; 0 or less retries forever. Defaults to 0.
+	RetryAttempts int
+
+	// RetryInterval is the wait before each reconnection attempt, and the
+	// longest wait between retries of a failing handler. Defaults to
+	// DefaultRetryInterval (5s).
+	RetryInterval time.Duration
+
+	// WatchdogInterval is how often the watchdog checks, over its own
+	// connection, that the database answers and that a NOTIFY it sends
+	// arrives on the LISTEN connection. Defaults to
+	// DefaultWatchdogInterval (5s).
+	WatchdogInterval time.Duration
+
+	// Timeout bounds every database round trip: connecting, each watchdog
+	// check and each outbox query. Defaults to DefaultTimeout (5s).
+	Timeout time.Duration
+
+	// PollInterval is how often the outbox is read even when no
+	// notification arrived. Notifications make delivery immediate; the
+	// poll is a safety net. Defaults to DefaultPollInterval (30s).
+	PollInterval time.Duration
+
+	// OnError, if set, is called once with the last error when
+	// RetryAttempts are exhausted; the relay then stops and Run returns
+	// nil. Without it, Run returns that error. It is called from the
+	// relay's goroutine and must not call Close.
+	OnError func(error)
+
+	// Logger receives the relay's logs. Defaults to discarding them.
+	Logger *slog.Logger
+}
+
+// withDefaults returns c with zero fields set to their defaults.
+func (c Config) withDefaults() Config {
+	if c.Name == "" {
+		c.Name = DefaultName
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = DefaultBatchSize
+	}
+	if c.RetryInterval == 0 {
+		c.RetryInterval = DefaultRetryInterval
+	}
+	if c.WatchdogInterval == 0 {
+		c.WatchdogInterval = DefaultWatchdogInterval
+	}
+	if c.Timeout == 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = DefaultPollInterval
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// validate reports the first invalid field, by name.
+func (c Config) validate() error {
+	if c.DatabaseURL == "" {
+		return errors.New("Config.DatabaseURL is required")
+	}
+	if _, err := pgx.ParseConfig(c.DatabaseURL); err != nil {
+		return fmt.Errorf("Config.DatabaseURL: %w", err)
+	}
+	if c.BatchSize < 1 || c.BatchSize > MaxBatchSize {
+		return fmt.Errorf("Config.BatchSize must be between 1 and %d, got %d", MaxBatchSize, c.BatchSize)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"RetryInterval", c.RetryInterval},
+		{"WatchdogInterval", c.WatchdogInterval},
+		{"Timeout", c.Timeout},
+		{"PollInterval", c.PollInterval},
+	} {
+		if d.v < 0 {
+			return fmt.Errorf("Config.%s must not be negative, got %s", d.name, d.v)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,109 @@
+package relay
+
+import (
+	"context"
+	"fmt"
+	"runtime/debug"
+)
+
+// EventHandler receives a relay's events and lifecycle.
+//
+// The relay calls one handler from one goroutine at a time, so a handler
+// needs no locking for its own state, but a handler shared between relays
+// must be safe for concurrent use. Events arrive in (Txid, ID) order: all of
+// one transaction's events together, in the order they were written.
+//
+// Delivery is at least once. An event counts as delivered only when every
+// handler has returned nil for it; an error (or a panic, which is recovered)
+// makes the relay retry the same events with backoff, never skip them. After
+// a crash the last batch may be delivered again, so handlers should be
+// idempotent, for example by remembering Event.ID.
+//
+// Embed BaseHandler to implement only the methods you need.
+type EventHandler interface {
+	// OnStart is called once, before the relay first connects. An error
+	// stops the relay from starting.
+	OnStart(ctx context.Context) error
+	// OnConnect is called after each (re)connection, once LISTEN is active
+	// and before the backlog is delivered. An error fails the connection,
+	// which is retried.
+	OnConnect(ctx context.Context) error
+	// OnEvent is called for each event, unless the handler implements
+	// BatchHandler.
+	OnEvent(ctx context.Context, e Event) error
+	// OnClose is called once when the relay stops.
+	OnClose(ctx context.Context) error
+}
+
+// BatchHandler is implemented by handlers that can take many events at once,
+// such as the Redis handler, which pipelines them. When a handler implements
+// it, the relay calls OnEvents instead of OnEvent. The slice and the events'
+// JSON fields are reused after OnEvents returns; copy what you keep.
+type BatchHandler interface {
+	OnEvents(ctx context.Context, events []Event) error
+}
+
+// BaseHandler implements every EventHandler method as a no-op, to embed in
+// handlers that only need some of them.
+type BaseHandler struct{}
+
+// OnStart does nothing.
+func (BaseHandler) OnStart(context.Context) error { return nil }
+
+// OnConnect does nothing.
+func (BaseHandler) OnConnect(context.Context) error { return nil }
+
+// OnEvent does nothing.
+func (BaseHandler) OnEvent(context.Context, Event) error { return nil }
+
+// OnClose does nothing.
+func (BaseHandler) OnClose(context.Context) error { return nil }
+
+// HandlerFunc adapts a function to an EventHandler whose lifecycle methods
+// do nothing.
+type HandlerFunc func(ctx context.Context, e Event) error
+
+// OnStart does nothing.
+func (HandlerFunc) OnStart(context.Context) error { return nil }
+
+// OnConnect does nothing.
+func (HandlerFunc) OnConnect(context.Context) error { return nil }
+
+// OnEvent calls f(ctx, e).
+func (f HandlerFunc) OnEvent(ctx context.Context, e Event) error { return f(ctx, e) }
+
+// OnClose does nothing.
+func (HandlerFunc) OnClose(context.Context) error { return nil }
+
+// PanicError is the error a handler's recovered panic turns into.
+type PanicError struct {
+	Value any
+	Stack []byte
+}
+
+// Error describes the panic value; the stack is in Stack.
+func (e *PanicError) Error() string { return fmt.Sprintf("handler panicked: %v", e.Value) }
+
+// deliverTo hands events to h, as one batch when h supports it, turning a
+// panic into a *PanicError. It returns how many events h accepted, so that a
+// retry resumes after them rather than repeating them.
+func deliverTo(ctx context.Context, h EventHandler, events []Event) (accepted int, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = &PanicError{Value: v, Stack: debug.Stack()}
+		}
+	}()
+	if bh, ok := h.(BatchHandler); ok {
+		if err := bh.OnEvents(ctx, events); err != nil {
+			return 0, err
+		}
+		return len(events), nil
+	}
+	for i := range events {
+		if err := h.OnEvent(ctx, events[i]); err != nil {
+			return accepted, err
+		}
+		accepted = i + 1
+	}
+	return accepted, nil
+}

@@ -1,0 +1,450 @@
+package relay_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgrelay/pgrelay/internal/testenv"
+	"github.com/pgrelay/pgrelay/relay"
+	"github.com/pgrelay/pgrelay/sqlkit"
+)
+
+// collector records delivered events and lifecycle calls.
+type collector struct {
+	mu       sync.Mutex
+	events   []relay.Event
+	changed  chan struct{}
+	starts   atomic.Int32
+	connects atomic.Int32
+	closes   atomic.Int32
+	// failNext, when set, is consulted before each event is accepted.
+	failNext func(relay.Event) error
+}
+
+func newCollector() *collector { return &collector{changed: make(chan struct{}, 1)} }
+
+func (c *collector) OnStart(context.Context) error { c.starts.Add(1); return nil }
+func (c *collector) OnConnect(context.Context) error {
+	c.connects.Add(1)
+	c.signal()
+	return nil
+}
+func (c *collector) OnClose(context.Context) error { c.closes.Add(1); return nil }
+
+func (c *collector) OnEvent(_ context.Context, e relay.Event) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.failNext != nil {
+		if err := c.failNext(e); err != nil {
+			return err
+		}
+	}
+	// Copy the JSON: the relay reuses its buffers.
+	e.Key = append(json.RawMessage(nil), e.Key...)
+	e.Data = append(json.RawMessage(nil), e.Data...)
+	e.Changes = append(json.RawMessage(nil), e.Changes...)
+	c.events = append(c.events, e)
+	c.signal()
+	return nil
+}
+
+func (c *collector) signal() {
+	select {
+	case c.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (c *collector) snapshot() []relay.Event {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]relay.Event(nil), c.events...)
+}
+
+// waitUntil blocks until cond holds for the collector, failing the test when
+// ctx ends first.
+func (c *collector) waitUntil(t *testing.T, ctx context.Context, what string, cond func(events []relay.Event) bool) []relay.Event {
+	t.Helper()
+	for {
+		ev := c.snapshot()
+		if cond(ev) {
+			return ev
+		}
+		select {
+		case <-c.changed:
+		case <-ctx.Done():
+			t.Fatalf("timed out waiting for %s; have %d events", what, len(ev))
+		}
+	}
+}
+
+func (c *collector) waitCount(t *testing.T, ctx context.Context, n int) []relay.Event {
+	t.Helper()
+	return c.waitUntil(t, ctx, fmt.Sprintf("%d events", n), func(ev []relay.Event) bool { return len(ev) >= n })
+}
+
+// fixture is a migrated database with a CDC-enabled table "items".
+type fixture struct {
+	url  string
+	pool *pgxpool.Pool
+}
+
+func newFixture(t *testing.T) fixture {
+	t.Helper()
+	ctx := testenv.Context(t)
+	url := testenv.NewMigratedDatabase(t)
+	pool := testenv.Pool(t, url)
+	_, err := pool.Exec(ctx, `CREATE TABLE items (id bigint PRIMARY KEY, v text)`)
+	require.NoError(t, err)
+	_, err = sqlkit.EnsureCDCFor(ctx, pool, sqlkit.Table{Name: "items"})
+	require.NoError(t, err)
+	return fixture{url: url, pool: pool}
+}
+
+// startRelay starts a relay with fast timings and closes it with the test.
+func (f fixture) startRelay(t *testing.T, cfg relay.Config, handlers ...relay.EventHandler) *relay.Relay {
+	t.Helper()
+	cfg.DatabaseURL = f.url
+	if cfg.RetryInterval == 0 {
+		cfg.RetryInterval = 50 * time.Millisecond
+	}
+	if cfg.WatchdogInterval == 0 {
+		cfg.WatchdogInterval = 200 * time.Millisecond
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 2 * time.Second
+	}
+	r, err := relay.New(cfg, handlers...)
+	require.NoError(t, err)
+	require.NoError(t, r.Start(testenv.Context(t)))
+	t.Cleanup(func() { require.NoError(t, r.Close(context.Background())) })
+	return r
+}
+
+func (f fixture) exec(t *testing.T, sql string, args ...any) {
+	t.Helper()
+	_, err := f.pool.Exec(context.Background(), sql, args...)
+	require.NoError(t, err)
+}
+
+func TestRelayDeliversChangesInOrder(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	f := newFixture(t)
+	c := newCollector()
+	f.startRelay(t, relay.Config{}, c)
+
+	f.exec(t, `INSERT INTO items VALUES (1, 'a'), (2, 'b')`)
+	f.exec(t, `UPDATE items SET v = 'z' WHERE id = 1`)
+	f.exec(t, `DELETE FROM items WHERE id = 2`)
+	events := c.waitCount(t, ctx, 4)
+
+	type short struct {
+		Action         relay.Action
+		Key, Data, Chg string
+	}
+	var got []short
+	for _, e := range events {
+		require.Equal(t, "public", e.Schema)
+		require.Equal(t, "items", e.Table)
+		require.WithinDuration(t, time.Now(), e.Timestamp, time.Minute)
+		got = append(got, short{e.Action, string(e.Key), string(e.Data), string(e.Changes)})
+	}
+	require.Equal(t, []short{
+		{relay.ActionInsert, "1", `{"v": "a", "id": 1}`, ""},
+		{relay.ActionInsert, "2", `{"v": "b", "id": 2}`, ""},
+		{relay.ActionUpdate, "1", `{"v": "z", "id": 1}`, `[{"new": "z", "old": "a", "field": "v"}]`},
+		{relay.ActionDelete, "2", `{"v": "b", "id": 2}`, ""},
+	}, got)
+	require.Equal(t, events[0].Txid, events[1].Txid, "one statement, one transaction")
+	require.NotEqual(t, events[1].Txid, events[2].Txid)
+	require.EqualValues(t, 1, c.starts.Load())
+	require.EqualValues(t, 1, c.connects.Load())
+}
+
+func TestRelayDeliversBacklogWrittenWhileDown(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	f := newFixture(t)
+
+	// A first relay delivers some events, then stops.
+	first := newCollector()
+	r, err := relay.New(relay.Config{DatabaseURL: f.url}, first)
+	require.NoError(t, err)
+	require.NoError(t, r.Start(ctx))
+	f.exec(t, `INSERT INTO items SELECT g, 'before' FROM generate_series(1, 10) g`)
+	first.waitCount(t, ctx, 10)
+	require.NoError(t, r.Close(ctx))
+	require.EqualValues(t, 1, first.closes.Load())
+
+	// Written while no relay runs, in several transactions and more than
+	// one batch.
+	for i := range 5 {
+		f.exec(t, `INSERT INTO items SELECT g, 'down' FROM generate_series($1::bigint, $1 + 99) g`, 100+i*100)
+	}
+
+	second := newCollector()
+	f.startRelay(t, relay.Config{BatchSize: 7}, second)
+	events := second.waitCount(t, ctx, 500)
+	require.Len(t, events, 500, "nothing delivered twice")
+	for _, e := range events {
+		require.Contains(t, string(e.Data), `"down"`)
+	}
+}
+
+func TestRelaySurvivesTerminatedConnections(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	f := newFixture(t)
+	c := newCollector()
+	f.startRelay(t, relay.Config{BatchSize: 50}, c)
+
+	const rounds, perRound = 6, 50
+	for round := range rounds {
+		f.exec(t, `INSERT INTO items SELECT g, 'x' FROM generate_series($1::bigint, $1 + $2 - 1) g`, round*perRound, perRound)
+		// Kill each of the relay's connections in turn, the LISTEN one
+		// included, and wait for the reconnect.
+		roles := []string{"pgrelay listener", "pgrelay watchdog", "pgrelay worker"}
+		role := roles[round%len(roles)]
+		before := c.connects.Load()
+		var killed int
+		require.NoError(t, f.pool.QueryRow(ctx,
+			`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1`,
+			role).Scan(&killed))
+		require.Equal(t, 1, killed, role)
+		f.exec(t, `INSERT INTO items SELECT g, 'y' FROM generate_series($1::bigint, $1 + $2 - 1) g`, 10000+round*perRound, perRound)
+		c.waitUntil(t, ctx, "reconnect", func([]relay.Event) bool { return c.connects.Load() > before })
+	}
+	// Delivery is at least once: a batch in flight when its connection
+	// died is delivered again, so count distinct events.
+	distinct := func(events []relay.Event) map[int64]bool {
+		seen := map[int64]bool{}
+		for _, e := range events {
+			seen[e.ID] = true
+		}
+		return seen
+	}
+	events := c.waitUntil(t, ctx, "every event", func(ev []relay.Event) bool {
+		return len(distinct(ev)) == 2*rounds*perRound
+	})
+	require.LessOrEqual(t, len(events)-2*rounds*perRound, rounds*50, "at most one batch again per reconnect")
+	t.Logf("%d events delivered twice over %d reconnects", len(events)-2*rounds*perRound, rounds)
+	require.GreaterOrEqual(t, int(c.connects.Load()), rounds+1)
+}
+
+// TestRelayOutOfOrderCommits runs concurrent writers whose transactions
+// commit in a different order than their outbox ids, some rolling back, and
+// checks that exactly the committed events are delivered.
+func TestRelayOutOfOrderCommits(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	f := newFixture(t)
+	c := newCollector()
+	f.startRelay(t, relay.Config{BatchSize: 16}, c)
+
+	const writers, txPerWriter = 16, 15
+	var (
+		mu        sync.Mutex
+		committed = map[int64]bool{}
+		wg        sync.WaitGroup
+	)
+	for w := range writers {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(w), 1))
+			for i := range txPerWriter {
+				base := int64(w*1000 + i*10)
+				err := pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error {
+					for k := range 1 + rng.IntN(3) {
+						if _, err := tx.Exec(ctx, `INSERT INTO items VALUES ($1, 'v')`, base+int64(k)); err != nil {
+							return err
+						}
+						time.Sleep(time.Duration(rng.IntN(3)) * time.Millisecond)
+					}
+					if rng.IntN(4) == 0 {
+						return errRollback
+					}
+					return nil
+				})
+				if errors.Is(err, errRollback) {
+					continue
+				}
+				require.NoError(t, err)
+			}
+		})
+	}
+	wg.Wait()
+	rows, err := f.pool.Query(ctx, `SELECT id FROM cdc.outbox`)
+	require.NoError(t, err)
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	require.NoError(t, err)
+	for _, id := range ids {
+		committed[id] = true
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	events := c.waitCount(t, ctx, len(committed))
+	delivered := map[int64]bool{}
+	for _, e := range events {
+		require.False(t, delivered[e.ID], "event %d delivered twice", e.ID)
+		delivered[e.ID] = true
+	}
+	require.Equal(t, committed, delivered)
+}
+
+var errRollback = errors.New("roll back on purpose")
+
+func TestRelayIsNotHeldBackByLongTransaction(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	f := newFixture(t)
+	c := newCollector()
+	f.startRelay(t, relay.Config{}, c)
+
+	long, err := f.pool.Begin(ctx)
+	require.NoError(t, err)
+	defer long.Rollback(ctx) //nolint:errcheck
+	_, err = long.Exec(ctx, `INSERT INTO items VALUES (1, 'long')`)
+	require.NoError(t, err)
+
+	// Later transactions are delivered while the long one stays open.
+	for i := range 20 {
+		f.exec(t, `INSERT INTO items VALUES ($1, 'short')`, 100+i)
+	}
+	c.waitCount(t, ctx, 20)
+
+	require.NoError(t, long.Commit(ctx))
+	events := c.waitCount(t, ctx, 21)
+	require.Equal(t, "1", string(events[20].Key))
+	require.Len(t, events, 21)
+}
+
+func TestRelayRetriesFailingHandlers(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	f := newFixture(t)
+	c := newCollector()
+	var failures atomic.Int32
+	c.failNext = func(e relay.Event) error {
+		switch failures.Add(1) {
+		case 1, 2:
+			return errors.New("downstream unavailable")
+		case 3:
+			panic("handler bug")
+		}
+		return nil
+	}
+	f.startRelay(t, relay.Config{}, c)
+	f.exec(t, `INSERT INTO items SELECT g, 'x' FROM generate_series(1, 3) g`)
+	events := c.waitCount(t, ctx, 3)
+	require.Len(t, events, 3, "a failure is retried, never skipped, and accepted events are not repeated")
+	require.Equal(t, "1", string(events[0].Key))
+}
+
+func TestRelayStandbyTakesOver(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	f := newFixture(t)
+	active, standby := newCollector(), newCollector()
+	r1, err := relay.New(relay.Config{DatabaseURL: f.url, RetryInterval: 50 * time.Millisecond}, active)
+	require.NoError(t, err)
+	require.NoError(t, r1.Start(ctx))
+	active.waitUntil(t, ctx, "first relay connected", func([]relay.Event) bool { return active.connects.Load() == 1 })
+	f.exec(t, `INSERT INTO items VALUES (1, 'x')`)
+	active.waitCount(t, ctx, 1)
+
+	f.startRelay(t, relay.Config{}, standby)
+	f.exec(t, `INSERT INTO items VALUES (2, 'x')`)
+	active.waitCount(t, ctx, 2)
+	require.NoError(t, r1.Close(ctx))
+
+	f.exec(t, `INSERT INTO items VALUES (3, 'x')`)
+	events := standby.waitCount(t, ctx, 1)
+	require.Equal(t, "3", string(events[0].Key), "the standby starts where the active relay stopped")
+	require.Len(t, active.snapshot(), 2)
+}
+
+func TestRelayGivesUpAfterRetryAttempts(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	f := newFixture(t)
+	c := newCollector()
+	r, err := relay.New(relay.Config{
+		DatabaseURL:   f.url,
+		RetryAttempts: 2,
+		RetryInterval: 10 * time.Millisecond,
+	}, c)
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	c.waitUntil(t, ctx, "connected", func([]relay.Event) bool { return c.connects.Load() == 1 })
+
+	// Make every reconnection fail: the database refuses new connections.
+	admin := testenv.Pool(t, testenv.AdminURL())
+	_, err = admin.Exec(ctx, `ALTER DATABASE `+pgx.Identifier{dbName(t, f)}.Sanitize()+` ALLOW_CONNECTIONS false`)
+	require.NoError(t, err)
+	f.exec(t, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'pgrelay %'`)
+
+	select {
+	case err := <-done:
+		require.ErrorContains(t, err, "giving up after 2 reconnection attempts")
+	case <-ctx.Done():
+		t.Fatal("Run did not return")
+	}
+	require.EqualValues(t, 1, c.closes.Load())
+}
+
+func dbName(t *testing.T, f fixture) string {
+	var name string
+	require.NoError(t, f.pool.QueryRow(context.Background(), `SELECT current_database()`).Scan(&name))
+	return name
+}
+
+func TestStartFailsFast(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	url := testenv.NewDatabase(t) // not migrated
+	c := newCollector()
+	r, err := relay.New(relay.Config{DatabaseURL: url}, c)
+	require.NoError(t, err)
+	require.ErrorIs(t, r.Start(ctx), sqlkit.ErrNotMigrated)
+	require.EqualValues(t, 1, c.closes.Load(), "handlers started are closed again")
+
+	r, err = relay.New(relay.Config{DatabaseURL: "postgres://nobody:secret@127.0.0.1:1/db?sslmode=disable", Timeout: time.Second})
+	require.NoError(t, err)
+	err = r.Start(ctx)
+	require.Error(t, err)
+	require.NotContains(t, err.Error(), "secret")
+}
+
+func TestConfigValidation(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  relay.Config
+		want string
+	}{
+		{"missing url", relay.Config{}, "Config.DatabaseURL is required"},
+		{"bad url", relay.Config{DatabaseURL: "postgres://u:secret@host:notaport/db"}, "Config.DatabaseURL"},
+		{"batch too big", relay.Config{DatabaseURL: "postgres://localhost/db", BatchSize: relay.MaxBatchSize + 1}, "Config.BatchSize"},
+		{"negative batch", relay.Config{DatabaseURL: "postgres://localhost/db", BatchSize: -1}, "Config.BatchSize"},
+		{"negative timeout", relay.Config{DatabaseURL: "postgres://localhost/db", Timeout: -time.Second}, "Config.Timeout"},
+		{"negative watchdog", relay.Config{DatabaseURL: "postgres://localhost/db", WatchdogInterval: -1}, "Config.WatchdogInterval"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := relay.New(tt.cfg)
+			require.ErrorContains(t, err, tt.want)
+			require.NotContains(t, err.Error(), "secret")
+		})
+	}
+}

@@ -1,0 +1,383 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgrelay/pgrelay/sqlkit"
+)
+
+// ErrWatchdog is wrapped by the error that ends a session when the
+// watchdog's check fails.
+var ErrWatchdog = errors.New("watchdog check failed")
+
+// errStopped ends a session because Close was called.
+var errStopped = errors.New("relay stopping")
+
+// session is one set of connections, from connect until the first failure.
+type session struct {
+	r        *Relay
+	listen   *pgx.Conn // LISTENs; only the listener goroutine reads from it
+	worker   *pgx.Conn // reads the outbox and saves the cursor
+	watchdog *pgx.Conn // the watchdog's probes
+
+	wake  chan struct{} // a notification arrived; capacity 1, so wake-ups fold
+	pongs chan uint64   // the watchdog's probes, as the listener received them
+
+	cursor sqlkit.Cursor
+	rows   []sqlkit.Row // reused between batches
+	events []Event      // reused between batches
+}
+
+// connect opens the session's connections: LISTEN first, so that nothing
+// committed from then on can go unnoticed, then the others, then the
+// handlers' OnConnect. The backlog is delivered by run.
+func (r *Relay) connect(ctx context.Context) (*session, error) {
+	s := &session{r: r, wake: make(chan struct{}, 1), pongs: make(chan uint64, 8)}
+	if err := s.open(ctx); err != nil {
+		s.close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *session) open(ctx context.Context) (err error) {
+	r := s.r
+	open := func(role string) (*pgx.Conn, error) {
+		cfg := r.pgConfig.Copy()
+		cfg.RuntimeParams["application_name"] = "pgrelay " + role
+		ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+		defer cancel()
+		c, err := pgx.ConnectConfig(ctx, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("connect to %s: %w", RedactURL(r.cfg.DatabaseURL), err)
+		}
+		return c, nil
+	}
+	if s.listen, err = open("listener"); err != nil {
+		return err
+	}
+	tctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+	defer cancel()
+	if err := sqlkit.CheckSchema(tctx, s.listen); err != nil {
+		return err
+	}
+	if err := sqlkit.Listen(tctx, s.listen); err != nil {
+		return err
+	}
+	if s.worker, err = open("worker"); err != nil {
+		return err
+	}
+	if s.watchdog, err = open("watchdog"); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	handlers := r.handlers
+	r.mu.Unlock()
+	for _, h := range handlers {
+		if err := h.OnConnect(ctx); err != nil {
+			return fmt.Errorf("handler %T OnConnect: %w", h, err)
+		}
+	}
+	return nil
+}
+
+// close closes the connections, bounded by the timeout so that a frozen
+// network cannot hold up a reconnect.
+func (s *session) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), s.r.cfg.Timeout)
+	defer cancel()
+	for _, c := range []*pgx.Conn{s.listen, s.worker, s.watchdog} {
+		if c != nil {
+			_ = c.Close(ctx)
+		}
+	}
+}
+
+// run delivers until the first failure, which it returns, or until Close,
+// when it returns nil.
+func (s *session) run(ctx context.Context) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := s.listenLoop(ctx); err != nil {
+			cancel(err)
+		}
+	})
+	wg.Go(func() {
+		if err := s.watchdogLoop(ctx); err != nil {
+			cancel(err)
+		}
+	})
+	err := s.workLoop(ctx)
+	if err == nil {
+		err = errStopped
+	}
+	cancel(err)
+	wg.Wait()
+	if cause := context.Cause(ctx); !errors.Is(cause, errStopped) {
+		return cause
+	}
+	return nil
+}
+
+// The payloads seen on the channel: the capture trigger sends a transaction
+// id (digits); the watchdog sends watchdogPrefix, the relay instance and a
+// sequence number.
+const watchdogPrefix = "pgrelay-watchdog:"
+
+func (s *session) listenLoop(ctx context.Context) error {
+	ours := watchdogPrefix + s.r.instance + ":"
+	for {
+		n, err := s.listen.WaitForNotification(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("wait for notification: %w", err)
+		}
+		switch {
+		case isTxid(n.Payload):
+			select {
+			case s.wake <- struct{}{}:
+			default:
+			}
+		case strings.HasPrefix(n.Payload, ours):
+			if seq, err := strconv.ParseUint(n.Payload[len(ours):], 10, 64); err == nil {
+				select {
+				case s.pongs <- seq:
+				default:
+				}
+			}
+		case strings.HasPrefix(n.Payload, watchdogPrefix):
+			// Another relay's watchdog.
+		default:
+			s.r.log.Warn("ignoring a notification that pgrelay did not send",
+				"channel", n.Channel, "payload", truncate(n.Payload, 64), "sender_pid", n.PID)
+		}
+	}
+}
+
+func isTxid(p string) bool {
+	if p == "" || len(p) > 20 {
+		return false
+	}
+	for i := 0; i < len(p); i++ {
+		if p[i] < '0' || p[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// watchdogLoop checks the connections every WatchdogInterval.
+func (s *session) watchdogLoop(ctx context.Context) error {
+	t := time.NewTicker(s.r.cfg.WatchdogInterval)
+	defer t.Stop()
+	var seq uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		seq++
+		if err := s.probe(ctx, seq); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// probe sends a NOTIFY over the watchdog connection and waits, up to
+// Timeout, for the listener to receive it: one full round trip through the
+// database and both connections.
+func (s *session) probe(ctx context.Context, seq uint64) error {
+	ctx, cancel := context.WithTimeout(ctx, s.r.cfg.Timeout)
+	defer cancel()
+	payload := watchdogPrefix + s.r.instance + ":" + strconv.FormatUint(seq, 10)
+	if err := sqlkit.Notify(ctx, s.watchdog, payload); err != nil {
+		return fmt.Errorf("%w: the database did not answer within %s: %w", ErrWatchdog, s.r.cfg.Timeout, err)
+	}
+	for {
+		select {
+		case got := <-s.pongs:
+			if got == seq {
+				return nil
+			}
+		case <-ctx.Done():
+			return fmt.Errorf("%w: the LISTEN connection did not receive a notification within %s", ErrWatchdog, s.r.cfg.Timeout)
+		}
+	}
+}
+
+// workLoop delivers the backlog, then each wake-up's new events, until the
+// session fails (error) or the relay is closed (nil).
+func (s *session) workLoop(ctx context.Context) error {
+	r := s.r
+	if err := s.acquire(ctx); err != nil || r.stopping(ctx) {
+		return err
+	}
+	poll := time.NewTicker(r.cfg.PollInterval)
+	defer poll.Stop()
+	for {
+		if r.stopping(ctx) {
+			return nil
+		}
+		full, err := s.deliverBatch(ctx)
+		if err != nil {
+			return err
+		}
+		if full {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-r.stop:
+			return nil
+		case <-s.wake:
+		case <-poll.C:
+		}
+	}
+}
+
+// acquire makes this relay the one delivering for its cursor name, standing
+// by while another holds it, and loads the cursor.
+func (s *session) acquire(ctx context.Context) error {
+	r := s.r
+	for waiting := false; ; waiting = true {
+		tctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+		ok, err := sqlkit.TryLockCursor(tctx, s.worker, r.cfg.Name)
+		cancel()
+		if err != nil {
+			return err
+		}
+		if ok {
+			if waiting {
+				r.log.Info("took over delivery", "name", r.cfg.Name)
+			}
+			break
+		}
+		if !waiting {
+			r.log.Info("another relay is delivering for this name; standing by", "name", r.cfg.Name)
+		}
+		if !r.sleep(ctx, r.cfg.RetryInterval) {
+			return nil
+		}
+	}
+	tctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+	defer cancel()
+	c, err := sqlkit.LoadCursor(tctx, s.worker, r.cfg.Name)
+	if err != nil {
+		return err
+	}
+	s.cursor = c
+	return nil
+}
+
+// deliverBatch fetches one batch, hands it to every handler and records it
+// as delivered. It reports whether the batch was full, meaning more events
+// may be waiting.
+func (s *session) deliverBatch(ctx context.Context) (full bool, err error) {
+	r := s.r
+	tctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+	b, err := sqlkit.Fetch(tctx, s.worker, s.cursor, r.cfg.BatchSize, s.rows)
+	cancel()
+	if err != nil {
+		return false, err
+	}
+	s.rows = b.Rows
+	next := s.cursor.Advance(b)
+	if len(b.Rows) == 0 {
+		// Nothing was delivered, so the saved cursor is still true; keep
+		// the newer one in memory only.
+		s.cursor = next
+		return false, nil
+	}
+	s.events = toEvents(b.Rows, s.events[:0])
+	if err := r.deliver(ctx, s.events); err != nil {
+		return false, err
+	}
+	tctx, cancel = context.WithTimeout(ctx, r.cfg.Timeout)
+	defer cancel()
+	if err := sqlkit.SaveCursor(tctx, s.worker, r.cfg.Name, next); err != nil {
+		return false, err
+	}
+	s.cursor = next
+	r.log.Debug("delivered batch", "events", len(b.Rows), "full", b.Full)
+	return b.Full, nil
+}
+
+func toEvents(rows []sqlkit.Row, events []Event) []Event {
+	for i := range rows {
+		row := &rows[i]
+		events = append(events, Event{
+			ID:        row.ID,
+			Txid:      row.Txid,
+			Timestamp: row.ChangedAt.UTC(),
+			Schema:    row.Schema,
+			Table:     row.Table,
+			Action:    Action(row.Action),
+			Key:       row.Key,
+			Data:      row.Data,
+			Changes:   row.Changes,
+		})
+	}
+	return events
+}
+
+// Backoff between retries of a failing handler: it doubles from
+// minHandlerBackoff up to Config.RetryInterval.
+const minHandlerBackoff = 100 * time.Millisecond
+
+// deliver hands events to each handler in turn, retrying a failing handler
+// with backoff until it accepts them all. It returns only when every handler
+// has accepted every event, or with errStopped or the context's error when
+// the relay is closing or the session failed.
+func (r *Relay) deliver(ctx context.Context, events []Event) error {
+	r.mu.Lock()
+	handlers := r.handlers
+	r.mu.Unlock()
+	for _, h := range handlers {
+		rest := events
+		backoff := min(minHandlerBackoff, r.cfg.RetryInterval)
+		for attempt := 1; len(rest) > 0; attempt++ {
+			n, err := deliverTo(ctx, h, rest)
+			rest = rest[n:]
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			r.log.Warn("handler failed; retrying", "handler", fmt.Sprintf("%T", h),
+				"event_id", rest[0].ID, "attempt", attempt, "retry_in", backoff, "err", err)
+			if !r.sleep(ctx, backoff) {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				return errStopped
+			}
+			backoff = min(2*backoff, max(r.cfg.RetryInterval, minHandlerBackoff))
+		}
+	}
+	return nil
+}

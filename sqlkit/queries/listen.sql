@@ -1,0 +1,1 @@
+LISTEN cdc_events;
