@@ -1,0 +1,104 @@
+package handlers_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgrelay/pgrelay/handlers"
+	"github.com/pgrelay/pgrelay/internal/testenv"
+	"github.com/pgrelay/pgrelay/relay"
+	"github.com/pgrelay/pgrelay/sqlkit"
+)
+
+type wireEvent struct {
+	EventID   int64           `json:"event_id"`
+	Txid      uint64          `json:"txid"`
+	Timestamp string          `json:"timestamp"`
+	Schema    string          `json:"schema"`
+	Table     string          `json:"table"`
+	Action    string          `json:"action"`
+	ID        json.RawMessage `json:"id"`
+	Data      map[string]any  `json:"data"`
+	Changes   []any           `json:"changes"`
+}
+
+func TestRedisPublishesEachEventOnItsTableChannel(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	dbURL := testenv.NewMigratedDatabase(t)
+	pool := testenv.Pool(t, dbURL)
+	// A table name of its own, so that parallel tests sharing the Redis
+	// server do not hear each other.
+	table := testenv.UniqueName("Users ")
+	_, err := pool.Exec(ctx, `CREATE TABLE "`+table+`" (id int PRIMARY KEY, name text)`)
+	require.NoError(t, err)
+	_, err = sqlkit.EnsureCDCFor(ctx, pool, sqlkit.Table{Name: table})
+	require.NoError(t, err)
+
+	rdb := testenv.Redis(t)
+	sub := rdb.Subscribe(ctx, "public."+table+".cdc_events")
+	defer sub.Close()
+	_, err = sub.Receive(ctx) // subscription confirmed
+	require.NoError(t, err)
+
+	r, err := relay.New(relay.Config{DatabaseURL: dbURL}, handlers.NewRedis(rdb))
+	require.NoError(t, err)
+	require.NoError(t, r.Start(ctx))
+	defer r.Close(context.Background()) //nolint:errcheck
+
+	_, err = pool.Exec(ctx, `INSERT INTO "`+table+`" VALUES (7, 'a')`)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `UPDATE "`+table+`" SET name = 'b'`)
+	require.NoError(t, err)
+
+	var got []wireEvent
+	for len(got) < 2 {
+		msg, err := sub.ReceiveMessage(ctx)
+		require.NoError(t, err)
+		var e wireEvent
+		require.NoError(t, json.Unmarshal([]byte(msg.Payload), &e), msg.Payload)
+		got = append(got, e)
+	}
+	require.Equal(t, "insert", got[0].Action)
+	require.Equal(t, "update", got[1].Action)
+	for _, e := range got {
+		require.Equal(t, "public", e.Schema)
+		require.Equal(t, table, e.Table)
+		require.JSONEq(t, "7", string(e.ID))
+		_, err := time.Parse("2006-01-02T15:04:05.000000Z", e.Timestamp)
+		require.NoError(t, err, e.Timestamp)
+		require.NotZero(t, e.Txid)
+	}
+	require.Equal(t, map[string]any{"id": 7.0, "name": "b"}, got[1].Data)
+	require.Equal(t, []any{map[string]any{"field": "name", "old": "a", "new": "b"}}, got[1].Changes)
+	require.Nil(t, got[0].Changes)
+}
+
+func TestRedisCustomChannel(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	rdb := testenv.Redis(t)
+	channel := testenv.UniqueName("all-changes-")
+	sub := rdb.Subscribe(ctx, channel)
+	defer sub.Close()
+	_, err := sub.Receive(ctx)
+	require.NoError(t, err)
+
+	h := handlers.NewRedis(rdb, handlers.WithChannel(func(*relay.Event) string { return channel }))
+	events := []relay.Event{
+		{ID: 1, Schema: "a", Table: "x", Action: relay.ActionInsert, Key: json.RawMessage("1")},
+		{ID: 2, Schema: "b", Table: "y", Action: relay.ActionDelete, Key: json.RawMessage("2")},
+	}
+	require.NoError(t, h.OnEvents(ctx, events))
+	for _, want := range events {
+		msg, err := sub.ReceiveMessage(ctx)
+		require.NoError(t, err)
+		var e wireEvent
+		require.NoError(t, json.Unmarshal([]byte(msg.Payload), &e))
+		require.Equal(t, want.ID, e.EventID)
+	}
+}

@@ -1,0 +1,62 @@
+package relay_test
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgrelay/pgrelay/relay"
+)
+
+func TestEventJSON(t *testing.T) {
+	e := relay.Event{
+		ID:        42,
+		Txid:      7781,
+		Timestamp: time.Date(2026, 11, 22, 11, 1, 2, 123456789, time.FixedZone("CET", 3600)),
+		Schema:    "public",
+		Table:     "users",
+		Action:    relay.ActionUpdate,
+		Key:       json.RawMessage(`7`),
+		Data:      json.RawMessage(`{"id": 7, "name": "b"}`),
+		Changes:   json.RawMessage(`[{"field": "name", "old": "a", "new": "b"}]`),
+	}
+	b, err := json.Marshal(&e)
+	require.NoError(t, err)
+	require.JSONEq(t, `{"event_id":42,"txid":7781,"timestamp":"2026-11-22T10:01:02.123456Z","schema":"public","table":"users","action":"update","id":7,"data":{"id":7,"name":"b"},"changes":[{"field":"name","old":"a","new":"b"}]}`, string(b))
+	require.Contains(t, string(b), `"timestamp":"2026-11-22T10:01:02.123456Z"`)
+
+	e.Action, e.Changes = relay.ActionInsert, nil
+	b, err = json.Marshal(&e)
+	require.NoError(t, err)
+	require.NotContains(t, string(b), "changes", "changes only for updates")
+
+	truncate := relay.Event{ID: 1, Txid: 2, Schema: "s", Table: "t", Action: relay.ActionTruncate}
+	b, err = json.Marshal(&truncate)
+	require.NoError(t, err)
+	require.Contains(t, string(b), `"id":null,"data":null}`)
+}
+
+// FuzzEventJSONNames checks that any schema and table name, including
+// invalid UTF-8 and control characters, encodes to valid JSON that decodes
+// back to the name (with invalid bytes replaced, as encoding/json does).
+func FuzzEventJSONNames(f *testing.F) {
+	for _, s := range []string{"users", `My "Table"`, "tab\tle\n", "ünï\u2028", "\xff\xfe", "\x00"} {
+		f.Add(s, s)
+	}
+	f.Fuzz(func(t *testing.T, schema, table string) {
+		e := relay.Event{Schema: schema, Table: table, Action: relay.ActionInsert, Key: json.RawMessage(`1`), Data: json.RawMessage(`{}`)}
+		b := e.AppendJSON(nil)
+		var got struct{ Schema, Table string }
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatalf("invalid JSON %q: %v", b, err)
+		}
+		want, _ := json.Marshal(struct{ Schema, Table string }{schema, table})
+		var exp struct{ Schema, Table string }
+		_ = json.Unmarshal(want, &exp)
+		if got != exp {
+			t.Fatalf("got %q, want %q", got, exp)
+		}
+	})
+}
