@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/redis/go-redis/v9"
+	"github.com/urfave/cli/v2"
+
+	"github.com/pgrelay/pgrelay/internal/logging"
+	"github.com/pgrelay/pgrelay/relay"
+)
+
+// Flag names shared between commands and helpers.
+const (
+	flagDatabaseURL = "database-url"
+	flagRedisURL    = "redis-url"
+	flagLogLevel    = "log-level"
+	flagLogFormat   = "log-format"
+	flagTimeout     = "timeout"
+	flagName        = "name"
+)
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	app := &cli.App{
+		Name:  "relay",
+		Usage: "PostgreSQL change data capture, relayed to Redis",
+		Description: "Capture triggers write every row change into the outbox table cdc.outbox; `relay run` " +
+			"publishes each change as JSON on the Redis channel <schema>.<table>.cdc_events.\n\n" +
+			"Quick start:\n" +
+			"   relay ensure-cdc users      # install the schema and capture public.users\n" +
+			"   relay run                   # deliver (to Redis when --redis-url is set)\n" +
+			"   redis-cli SUBSCRIBE public.users.cdc_events",
+		Writer:    stdout,
+		ErrWriter: stderr,
+		Flags: []cli.Flag{
+			&cli.StringFlag{
+				Name:    flagDatabaseURL,
+				Usage:   "PostgreSQL connection URL",
+				EnvVars: []string{"PG_DATABASE_URL", "DATABASE_URL"},
+				Value:   "postgres://postgres@127.0.0.1:5432/postgres",
+			},
+			&cli.StringFlag{
+				Name:    flagRedisURL,
+				Usage:   "Redis URL (redis:// or rediss:// for TLS); without it `relay run` only logs events",
+				EnvVars: []string{"REDIS_URL"},
+			},
+			&cli.StringFlag{
+				Name:    flagLogLevel,
+				Usage:   "debug, info, warn or error",
+				EnvVars: []string{"LOG_LEVEL"},
+				Value:   "info",
+			},
+			&cli.StringFlag{
+				Name:    flagLogFormat,
+				Usage:   "text (coloured on a terminal) or json",
+				EnvVars: []string{"LOG_FORMAT"},
+				Value:   "text",
+			},
+			&cli.DurationFlag{
+				Name:    flagTimeout,
+				Usage:   "deadline of each database round trip, connecting included",
+				EnvVars: []string{"RELAY_TIMEOUT"},
+				Value:   relay.DefaultTimeout,
+			},
+		},
+		Commands: []*cli.Command{
+			migrateCommand(),
+			ensureCDCCommand(),
+			removeCDCCommand(),
+			runCommand(),
+			statusCommand(),
+		},
+		OnUsageError:    usageError,
+		HideHelpCommand: true,
+		Before: func(c *cli.Context) error {
+			// Fail on a bad level or format before doing anything.
+			_, err := newLogger(c)
+			return err
+		},
+	}
+	for _, cmd := range app.Commands {
+		cmd.OnUsageError = usageError
+	}
+	return app
+}
+
+// usageError turns a flag parsing error into one line instead of the help
+// text.
+func usageError(c *cli.Context, err error, _ bool) error {
+	return fmt.Errorf("%w (see %s --help)", err, c.Command.HelpName)
+}
+
+func newLogger(c *cli.Context) (*slog.Logger, error) {
+	return logging.New(c.App.ErrWriter, c.String(flagLogLevel), c.String(flagLogFormat))
+}
+
+// connect opens one connection to the database named by --database-url.
+func connect(c *cli.Context) (*pgx.Conn, error) {
+	url := c.String(flagDatabaseURL)
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("invalid --database-url: %w", err)
+	}
+	cfg.ConnectTimeout = c.Duration(flagTimeout)
+	cfg.RuntimeParams["application_name"] = "pgrelay " + c.Command.Name
+	conn, err := pgx.ConnectConfig(c.Context, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", relay.RedactURL(url), unwrapConnect(err))
+	}
+	return conn, nil
+}
+
+// unwrapConnect drops pgx's "failed to connect to `user=… database=…`"
+// preamble, which repeats what the caller already says.
+// With sslmode=prefer pgx tries twice and reports both failures, which are
+// usually the same; say it once.
+func unwrapConnect(err error) error {
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) && ce.Unwrap() != nil {
+		err = ce.Unwrap()
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) > 1 && len(slices.Compact(lines)) == 1 {
+		return errors.New(lines[0])
+	}
+	return err
+}
+
+// redisClient returns a client for --redis-url, or nil when it is not set.
+func redisClient(c *cli.Context) (*redis.Client, error) {
+	url := c.String(flagRedisURL)
+	if url == "" {
+		return nil, nil
+	}
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("invalid --redis-url %s: %w", relay.RedactURL(url), err)
+	}
+	if opts.DialTimeout == 0 || opts.DialTimeout > c.Duration(flagTimeout) {
+		opts.DialTimeout = c.Duration(flagTimeout)
+	}
+	return redis.NewClient(opts), nil
+}
+
+// withTimeout bounds a one-shot command's database work.
+func withTimeout(c *cli.Context, f func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(c.Context, 10*c.Duration(flagTimeout)+time.Second)
+	defer cancel()
+	return f(ctx)
+}
+
+// quietRedisLogger drops go-redis's internal messages (its dial retries):
+// the errors that matter reach the user as returned errors.
+type quietRedisLogger struct{}
+
+func (quietRedisLogger) Printf(context.Context, string, ...any) {}

@@ -1,0 +1,311 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/urfave/cli/v2"
+
+	"github.com/pgrelay/pgrelay/handlers"
+	"github.com/pgrelay/pgrelay/relay"
+	"github.com/pgrelay/pgrelay/sqlkit"
+)
+
+func migrateCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "migrate",
+		Usage: "install or upgrade the cdc schema (safe to run any number of times)",
+		Action: func(c *cli.Context) error {
+			conn, err := connect(c)
+			if err != nil {
+				return err
+			}
+			defer conn.Close(context.Background())
+			return withTimeout(c, func(ctx context.Context) error {
+				if err := sqlkit.Migrate(ctx, conn); err != nil {
+					return err
+				}
+				fmt.Fprintf(c.App.Writer, "cdc schema is at version %d\n", sqlkit.LatestVersion())
+				return nil
+			})
+		},
+	}
+}
+
+func ensureCDCCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "ensure-cdc",
+		Usage:     "capture changes of tables (migrates first if needed)",
+		ArgsUsage: "[TABLE ...]  (table or schema.table; quote names as in SQL: '\"My Table\"')",
+		Flags: []cli.Flag{
+			&cli.StringSliceFlag{Name: "schema", Usage: "schemas for --all-tables (repeatable)", Value: cli.NewStringSlice("public")},
+			&cli.BoolFlag{Name: "all-tables", Usage: "every table of the --schema schemas"},
+		},
+		Action: func(c *cli.Context) error {
+			tables, err := tableArgs(c)
+			if err != nil {
+				return err
+			}
+			conn, err := connect(c)
+			if err != nil {
+				return err
+			}
+			defer conn.Close(context.Background())
+			return withTimeout(c, func(ctx context.Context) error {
+				if err := sqlkit.Migrate(ctx, conn); err != nil {
+					return err
+				}
+				if c.Bool("all-tables") {
+					all, err := sqlkit.AllTables(ctx, conn, c.StringSlice("schema")...)
+					if err != nil {
+						return err
+					}
+					tables = append(tables, all...)
+				}
+				if len(tables) == 0 {
+					fmt.Fprintln(c.App.Writer, "no tables found")
+					return nil
+				}
+				results, err := sqlkit.EnsureCDCFor(ctx, conn, tables...)
+				if err != nil {
+					return err
+				}
+				printResults(c, results)
+				return nil
+			})
+		},
+	}
+}
+
+func removeCDCCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "remove-cdc",
+		Usage:     "stop capturing changes of tables (pending events are still delivered)",
+		ArgsUsage: "[TABLE ...]",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "all-tables", Usage: "every table that has CDC"},
+		},
+		Action: func(c *cli.Context) error {
+			tables, err := tableArgs(c)
+			if err != nil {
+				return err
+			}
+			conn, err := connect(c)
+			if err != nil {
+				return err
+			}
+			defer conn.Close(context.Background())
+			return withTimeout(c, func(ctx context.Context) error {
+				if c.Bool("all-tables") {
+					all, err := sqlkit.CDCTables(ctx, conn)
+					if err != nil {
+						return err
+					}
+					tables = append(tables, all...)
+				}
+				if len(tables) == 0 {
+					fmt.Fprintln(c.App.Writer, "no tables have CDC")
+					return nil
+				}
+				results, err := sqlkit.RemoveCDCFor(ctx, conn, tables...)
+				if err != nil {
+					return err
+				}
+				printResults(c, results)
+				return nil
+			})
+		},
+	}
+}
+
+// tableArgs parses the TABLE arguments; with none, --all-tables is required.
+func tableArgs(c *cli.Context) ([]sqlkit.Table, error) {
+	if c.NArg() == 0 && !c.Bool("all-tables") {
+		return nil, fmt.Errorf("name at least one table, or use --all-tables (see %s --help)", c.Command.HelpName)
+	}
+	tables := make([]sqlkit.Table, 0, c.NArg())
+	for _, arg := range c.Args().Slice() {
+		t, err := sqlkit.ParseTable(arg)
+		if err != nil {
+			return nil, err
+		}
+		tables = append(tables, t)
+	}
+	return tables, nil
+}
+
+func printResults(c *cli.Context, results []sqlkit.TableResult) {
+	for _, r := range results {
+		fmt.Fprintf(c.App.Writer, "%s: %s\n", r.Table, r.Status)
+	}
+}
+
+func runCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "run",
+		Usage: "deliver captured changes until SIGINT or SIGTERM",
+		Description: "Publishes each event to Redis when --redis-url is set (add --log-events to also log them), " +
+			"and logs them otherwise.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: flagName, Usage: "delivery position name; relays sharing it take turns (one active, others on standby)", EnvVars: []string{"RELAY_NAME"}, Value: relay.DefaultName},
+			&cli.BoolFlag{Name: "log-events", Usage: "log every event (always on without --redis-url)", EnvVars: []string{"RELAY_LOG_EVENTS"}},
+			&cli.IntFlag{Name: "retry-attempts", Usage: "reconnection attempts before giving up; 0 retries forever", EnvVars: []string{"RELAY_RETRY_ATTEMPTS"}},
+			&cli.DurationFlag{Name: "retry-interval", Usage: "wait before each reconnection", EnvVars: []string{"RELAY_RETRY_INTERVAL"}, Value: relay.DefaultRetryInterval},
+			&cli.DurationFlag{Name: "watchdog-interval", Usage: "how often the connections are checked", EnvVars: []string{"RELAY_WATCHDOG_INTERVAL"}, Value: relay.DefaultWatchdogInterval},
+			&cli.DurationFlag{Name: "poll-interval", Usage: "read the outbox at least this often, even without notifications", EnvVars: []string{"RELAY_POLL_INTERVAL"}, Value: relay.DefaultPollInterval},
+			&cli.IntFlag{Name: "batch-size", Usage: "most events fetched and published at once", EnvVars: []string{"RELAY_BATCH_SIZE"}, Value: relay.DefaultBatchSize},
+		},
+		Action: runRelay,
+	}
+}
+
+func runRelay(c *cli.Context) error {
+	logger, err := newLogger(c)
+	if err != nil {
+		return err
+	}
+	var hs []relay.EventHandler
+	rdb, err := redisClient(c)
+	if err != nil {
+		return err
+	}
+	if rdb != nil {
+		defer rdb.Close()
+		if err := rdb.Ping(c.Context).Err(); err != nil {
+			return fmt.Errorf("connect to redis %s: %w", relay.RedactURL(c.String(flagRedisURL)), err)
+		}
+		hs = append(hs, handlers.NewRedis(rdb))
+	}
+	if rdb == nil || c.Bool("log-events") {
+		hs = append(hs, &handlers.Log{Logger: logger, Data: true})
+	}
+	r, err := relay.New(relay.Config{
+		DatabaseURL:      c.String(flagDatabaseURL),
+		Name:             c.String(flagName),
+		BatchSize:        c.Int("batch-size"),
+		RetryAttempts:    c.Int("retry-attempts"),
+		RetryInterval:    c.Duration("retry-interval"),
+		WatchdogInterval: c.Duration("watchdog-interval"),
+		Timeout:          c.Duration(flagTimeout),
+		PollInterval:     c.Duration("poll-interval"),
+		Logger:           logger,
+	}, hs...)
+	if err != nil {
+		return flagError(err)
+	}
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if rdb == nil {
+		logger.Info("no --redis-url given: events are only logged")
+	} else {
+		logger.Info("publishing to redis", "redis", relay.RedactURL(c.String(flagRedisURL)))
+	}
+	return r.Run(ctx)
+}
+
+// flagError names the command-line flag behind a Config validation error.
+func flagError(err error) error {
+	for field, flag := range map[string]string{
+		"Config.DatabaseURL":      "--database-url",
+		"Config.BatchSize":        "--batch-size",
+		"Config.RetryInterval":    "--retry-interval",
+		"Config.WatchdogInterval": "--watchdog-interval",
+		"Config.Timeout":          "--timeout",
+		"Config.PollInterval":     "--poll-interval",
+	} {
+		if msg := err.Error(); len(msg) >= len(field) && msg[:len(field)] == field {
+			return errors.New(flag + msg[len(field):])
+		}
+	}
+	return err
+}
+
+// statusReport is what `relay status --json` prints.
+type statusReport struct {
+	SchemaVersion    int        `json:"schema_version"`
+	Tables           []string   `json:"tables"`
+	Name             string     `json:"name"`
+	Pending          int64      `json:"pending"`
+	OldestPending    *time.Time `json:"oldest_pending,omitempty"`
+	OldestPendingAge float64    `json:"oldest_pending_age_seconds"`
+}
+
+func statusCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "status",
+		Usage: "show the tables with CDC and the undelivered events",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: flagName, Usage: "delivery position to report on", EnvVars: []string{"RELAY_NAME"}, Value: relay.DefaultName},
+			&cli.BoolFlag{Name: "json", Usage: "print JSON, for scripts"},
+		},
+		Action: func(c *cli.Context) error {
+			conn, err := connect(c)
+			if err != nil {
+				return err
+			}
+			defer conn.Close(context.Background())
+			var rep statusReport
+			err = withTimeout(c, func(ctx context.Context) error { return readStatus(ctx, conn, c.String(flagName), &rep) })
+			if err != nil {
+				return err
+			}
+			return printStatus(c, rep)
+		},
+	}
+}
+
+func readStatus(ctx context.Context, conn *pgx.Conn, name string, rep *statusReport) error {
+	if err := sqlkit.CheckSchema(ctx, conn); err != nil {
+		return err
+	}
+	rep.SchemaVersion = sqlkit.LatestVersion()
+	rep.Name = name
+	tables, err := sqlkit.CDCTables(ctx, conn)
+	if err != nil {
+		return err
+	}
+	rep.Tables = make([]string, len(tables))
+	for i, t := range tables {
+		rep.Tables[i] = t.String()
+	}
+	cur, err := sqlkit.LoadCursor(ctx, conn, name)
+	if err != nil {
+		return err
+	}
+	n, oldest, err := sqlkit.Backlog(ctx, conn, cur)
+	if err != nil {
+		return err
+	}
+	rep.Pending = n
+	if !oldest.IsZero() {
+		rep.OldestPending = &oldest
+		rep.OldestPendingAge = time.Since(oldest).Seconds()
+	}
+	return nil
+}
+
+func printStatus(c *cli.Context, rep statusReport) error {
+	w := c.App.Writer
+	if c.Bool("json") {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	fmt.Fprintf(w, "schema version:  %d\n", rep.SchemaVersion)
+	fmt.Fprintf(w, "tables with CDC: %d\n", len(rep.Tables))
+	for _, t := range rep.Tables {
+		fmt.Fprintf(w, "  %s\n", t)
+	}
+	fmt.Fprintf(w, "undelivered (%s): %d\n", rep.Name, rep.Pending)
+	if rep.OldestPending != nil {
+		fmt.Fprintf(w, "oldest undelivered: %s ago\n", time.Duration(rep.OldestPendingAge*float64(time.Second)).Round(time.Millisecond))
+	}
+	return nil
+}

@@ -1,0 +1,24 @@
+// Command relay installs pgrelay's change capture in PostgreSQL and runs the
+// relay daemon that publishes the changes to Redis. Run `relay --help`.
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+func main() {
+	redis.SetLogger(quietRedisLogger{})
+	if err := newApp(os.Stdout, os.Stderr).Run(os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "relay: "+oneLine(err.Error()))
+		os.Exit(1)
+	}
+}
+
+// oneLine keeps an error to a single line on the terminal.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgrelay/pgrelay/internal/testenv"
+)
+
+// runCLI runs the relay command in-process and returns its output and the
+// one line main would print on error.
+func runCLI(ctx context.Context, args ...string) (stdout, errLine string, err error) {
+	var out, logs bytes.Buffer
+	err = newApp(&out, &logs).RunContext(ctx, append([]string{"relay", "--log-format", "json"}, args...))
+	if err != nil {
+		errLine = oneLine(err.Error())
+	}
+	return out.String(), errLine, err
+}
+
+func TestCLIBadInput(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	bareURL := testenv.NewDatabase(t) // never migrated
+	dbURL := testenv.NewDatabase(t)
+	pool := testenv.Pool(t, dbURL)
+	_, err := pool.Exec(ctx, `CREATE TABLE nopk (x int); CREATE VIEW v AS SELECT 1 AS x; CREATE TABLE ok (id int PRIMARY KEY)`)
+	require.NoError(t, err)
+
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no tables", []string{"--database-url", dbURL, "ensure-cdc"}, "name at least one table"},
+		{"missing table", []string{"--database-url", dbURL, "ensure-cdc", "ok", "nope"}, "table nope does not exist"},
+		{"no primary key", []string{"--database-url", dbURL, "ensure-cdc", "ok", "nopk"}, "table public.nopk has no primary key"},
+		{"view", []string{"--database-url", dbURL, "ensure-cdc", "v"}, "public.v is a view"},
+		{"sql in name", []string{"--database-url", dbURL, "ensure-cdc", "x; DROP TABLE ok"}, "invalid table name"},
+		{"quoted sql in name", []string{"--database-url", dbURL, "ensure-cdc", `"x; DROP TABLE ok"`}, `table "x; DROP TABLE ok" does not exist`},
+		{"malformed url", []string{"--database-url", "postgres://u:secret@host:port/db", "status"}, "invalid --database-url"},
+		{"unreachable database", []string{"--database-url", "postgres://u:secret@127.0.0.1:1/db", "status"}, "connect to postgres://u:xxxxx@127.0.0.1:1/db"},
+		{"missing database", []string{"--database-url", testenv.WithDatabase(testenv.AdminURL(), "pgrelay_no_such_db"), "status"}, `database "pgrelay_no_such_db" does not exist`},
+		{"not migrated", []string{"--database-url", bareURL, "status"}, "run `relay migrate`"},
+		{"run not migrated", []string{"--database-url", bareURL, "run"}, "run `relay migrate`"},
+		{"malformed redis url", []string{"--database-url", dbURL, "--redis-url", "http://:secret@x", "run"}, "invalid --redis-url"},
+		{"unreachable redis", []string{"--database-url", dbURL, "--redis-url", "redis://:secret@127.0.0.1:1", "run"}, "connect to redis redis://:xxxxx@127.0.0.1:1"},
+		{"bad flag", []string{"status", "--frobnicate"}, "flag provided but not defined"},
+		{"bad log level", []string{"--log-level", "loud", "status"}, `invalid log level "loud"`},
+		{"bad batch size", []string{"--database-url", dbURL, "run", "--batch-size", "-5"}, "--batch-size must be between"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, line, err := runCLI(ctx, tt.args...)
+			require.Error(t, err)
+			require.Contains(t, line, tt.want)
+			require.NotContains(t, line, "secret")
+			require.NotContains(t, line, "\n")
+		})
+	}
+	// Nothing was half done: no table got CDC.
+	out, _, err := runCLI(ctx, "--database-url", dbURL, "status", "--json")
+	require.NoError(t, err)
+	var st statusReport
+	require.NoError(t, json.Unmarshal([]byte(out), &st))
+	require.Empty(t, st.Tables)
+}
+
+func TestCLIEnsureRunStatus(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	dbURL := testenv.NewDatabase(t)
+	pool := testenv.Pool(t, dbURL)
+	table := testenv.UniqueName("orders_")
+	_, err := pool.Exec(ctx, `CREATE SCHEMA shop; CREATE TABLE shop.`+table+` (id int PRIMARY KEY, total numeric)`)
+	require.NoError(t, err)
+
+	out, _, err := runCLI(ctx, "--database-url", dbURL, "ensure-cdc", "--schema", "shop", "--all-tables")
+	require.NoError(t, err)
+	require.Equal(t, "shop."+table+": installed\n", out)
+	out, _, err = runCLI(ctx, "--database-url", dbURL, "ensure-cdc", "shop."+table)
+	require.NoError(t, err)
+	require.Equal(t, "shop."+table+": unchanged\n", out)
+
+	_, err = pool.Exec(ctx, `INSERT INTO shop.`+table+` VALUES (1, 9.99), (2, 0.01)`)
+	require.NoError(t, err)
+	out, _, err = runCLI(ctx, "--database-url", dbURL, "status", "--json")
+	require.NoError(t, err)
+	var st statusReport
+	require.NoError(t, json.Unmarshal([]byte(out), &st))
+	require.Equal(t, []string{"shop." + table}, st.Tables)
+	require.EqualValues(t, 2, st.Pending)
+	require.NotNil(t, st.OldestPending)
+
+	// relay run publishes the backlog to Redis.
+	rdb := testenv.Redis(t)
+	sub := rdb.Subscribe(ctx, "shop."+table+".cdc_events")
+	defer sub.Close()
+	_, err = sub.Receive(ctx)
+	require.NoError(t, err)
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := runCLI(runCtx, "--database-url", dbURL, "--redis-url", testenv.RedisURL(), "run", "--log-events")
+		done <- err
+	}()
+	for i := range 2 {
+		msg, err := sub.ReceiveMessage(ctx)
+		require.NoError(t, err)
+		require.True(t, strings.HasPrefix(msg.Payload, `{"event_id":`), msg.Payload)
+		require.Contains(t, msg.Payload, `"action":"insert"`, i)
+	}
+	stop()
+	require.NoError(t, <-done, "a signal ends run cleanly")
+
+	out, _, err = runCLI(ctx, "--database-url", dbURL, "status")
+	require.NoError(t, err)
+	require.Contains(t, out, "undelivered (default): 0")
+
+	out, _, err = runCLI(ctx, "--database-url", dbURL, "remove-cdc", "--all-tables")
+	require.NoError(t, err)
+	require.Equal(t, "shop."+table+": removed\n", out)
+}
+
+func TestMain(m *testing.M) {
+	redis.SetLogger(quietRedisLogger{}) // as main does
+	os.Exit(m.Run())
+}
