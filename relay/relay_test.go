@@ -164,7 +164,7 @@ func TestRelayDeliversChangesInOrder(t *testing.T) {
 	require.Equal(t, []short{
 		{relay.ActionInsert, "1", `{"v": "a", "id": 1}`, ""},
 		{relay.ActionInsert, "2", `{"v": "b", "id": 2}`, ""},
-		{relay.ActionUpdate, "1", `{"v": "z", "id": 1}`, `[{"new": "z", "old": "a", "field": "v"}]`},
+		{relay.ActionUpdate, "1", `{"v": "z", "id": 1}`, `[{"field" : "v", "old" : "a", "new" : "z"}]`},
 		{relay.ActionDelete, "2", `{"v": "b", "id": 2}`, ""},
 	}, got)
 	require.Equal(t, events[0].Txid, events[1].Txid, "one statement, one transaction")

@@ -14,7 +14,7 @@ CREATE TABLE cdc.outbox (
                 CHECK (action IN ('insert', 'update', 'delete', 'truncate')),
     key         jsonb,
     data        jsonb,
-    changes     jsonb,
+    changes     json,   -- json, not jsonb: keeps "field", "old", "new" in that order
     PRIMARY KEY (txid, id)
 );
 

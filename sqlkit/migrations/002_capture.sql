@@ -84,7 +84,7 @@ BEGIN
                coalesce(n.k, o.k),
                coalesce(n.d, o.d),
                CASE WHEN o.d IS NOT NULL AND n.d IS NOT NULL THEN
-                   (SELECT jsonb_agg(jsonb_build_object('field', e.key, 'old', o.d -> e.key, 'new', e.value))
+                   (SELECT json_agg(json_build_object('field', e.key, 'old', o.d -> e.key, 'new', e.value))
                     FROM jsonb_each(n.d) e
                     WHERE (o.d -> e.key) IS DISTINCT FROM e.value)
                END
