@@ -17,6 +17,7 @@ const (
 	DefaultWatchdogInterval = 5 * time.Second
 	DefaultTimeout          = 5 * time.Second
 	DefaultPollInterval     = 30 * time.Second
+	DefaultRetention        = 24 * time.Hour
 	// MaxBatchSize bounds BatchSize so that one batch's events stay well
 	// inside memory and a single Redis pipeline.
 	MaxBatchSize = 100_000
@@ -63,6 +64,13 @@ type Config struct {
 	// poll is a safety net. Defaults to DefaultPollInterval (30s).
 	PollInterval time.Duration
 
+	// Retention is how long delivered events stay in the outbox. The
+	// relay deletes older ones in small batches while idle, once every
+	// relay name recorded in cdc.relay_cursor has delivered them; writers
+	// never do cleanup work. Negative keeps events forever. Defaults to
+	// DefaultRetention (24h).
+	Retention time.Duration
+
 	// OnError, if set, is called once with the last error when
 	// RetryAttempts are exhausted; the relay then stops and Run returns
 	// nil. Without it, Run returns that error. It is called from the
@@ -92,6 +100,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PollInterval == 0 {
 		c.PollInterval = DefaultPollInterval
+	}
+	if c.Retention == 0 {
+		c.Retention = DefaultRetention
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -48,7 +48,8 @@ func TestLeastPrivilege(t *testing.T) {
 	r := pgx.Identifier{relayRole}.Sanitize()
 	f.exec(t, `GRANT CONNECT ON DATABASE `+pgx.Identifier{dbName}.Sanitize()+` TO `+r)
 	f.exec(t, `GRANT USAGE ON SCHEMA cdc TO `+r)
-	f.exec(t, `GRANT SELECT ON cdc.outbox, cdc.schema_version TO `+r)
+	f.exec(t, `GRANT SELECT, DELETE ON cdc.outbox TO `+r)
+	f.exec(t, `GRANT SELECT ON cdc.schema_version TO `+r)
 	f.exec(t, `GRANT SELECT, INSERT, UPDATE ON cdc.relay_cursor TO `+r)
 	f.exec(t, `GRANT EXECUTE ON FUNCTION cdc.cdc_tables() TO `+r)
 

@@ -448,3 +448,18 @@ func TestConfigValidation(t *testing.T) {
 		})
 	}
 }
+
+func TestRelayPrunesDeliveredEvents(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	f := newFixture(t)
+	c := newCollector()
+	f.startRelay(t, relay.Config{Retention: time.Nanosecond, PollInterval: 10 * time.Millisecond}, c)
+	f.exec(t, `INSERT INTO items SELECT g, 'x' FROM generate_series(1, 2500) g`)
+	c.waitCount(t, ctx, 2500)
+	require.Eventually(t, func() bool {
+		var n int
+		require.NoError(t, f.pool.QueryRow(ctx, `SELECT count(*) FROM cdc.outbox`).Scan(&n))
+		return n == 0
+	}, time.Minute, 10*time.Millisecond)
+}

@@ -31,8 +31,9 @@ type session struct {
 	wake  chan struct{} // a notification arrived; capacity 1, so wake-ups fold
 	pongs chan uint64   // the watchdog's probes, as the listener received them
 
-	cursor sqlkit.Cursor
-	rows   []sqlkit.Row // reused between batches
+	cursor    sqlkit.Cursor
+	lastPrune time.Time
+	rows      []sqlkit.Row // reused between batches
 	events []Event      // reused between batches
 }
 
@@ -248,6 +249,9 @@ func (s *session) workLoop(ctx context.Context) error {
 		if full {
 			continue
 		}
+		if err := s.prune(ctx); err != nil {
+			return err
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -324,6 +328,41 @@ func (s *session) deliverBatch(ctx context.Context) (full bool, err error) {
 	s.cursor = next
 	r.log.Debug("delivered batch", "events", len(b.Rows), "full", b.Full)
 	return b.Full, nil
+}
+
+// pruneBatch is how many outbox rows one DELETE removes at most.
+const pruneBatch = 1000
+
+// prune deletes delivered events older than Retention, at most once per
+// Retention (and at least once a minute), while the relay is idle. A
+// failure to prune is logged, not fatal: it must not stop delivery.
+func (s *session) prune(ctx context.Context) error {
+	r := s.r
+	if r.cfg.Retention < 0 || time.Since(s.lastPrune) < min(r.cfg.Retention, time.Minute) {
+		return nil
+	}
+	s.lastPrune = time.Now()
+	var total int64
+	for !r.stopping(ctx) {
+		tctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+		n, err := sqlkit.Prune(tctx, s.worker, r.cfg.Retention, pruneBatch)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			r.log.Warn("could not prune delivered events; the outbox will grow", "err", err)
+			return nil
+		}
+		total += n
+		if n < pruneBatch {
+			break
+		}
+	}
+	if total > 0 {
+		r.log.Debug("pruned delivered events", "deleted", total)
+	}
+	return nil
 }
 
 func toEvents(rows []sqlkit.Row, events []Event) []Event {

@@ -317,3 +317,17 @@ func TryLockCursor(ctx context.Context, conn *pgx.Conn, name string) (bool, erro
 	}
 	return ok, nil
 }
+
+var sqlPrune = query("prune")
+
+// Prune deletes up to limit outbox rows older than retention that every
+// relay has delivered, and returns how many it deleted. Call it repeatedly
+// until it returns less than limit; small batches keep each transaction and
+// its locks short.
+func Prune(ctx context.Context, db DB, retention time.Duration, limit int) (int64, error) {
+	tag, err := db.Exec(ctx, sqlPrune, retention, limit)
+	if err != nil {
+		return 0, fmt.Errorf("prune delivered events: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}

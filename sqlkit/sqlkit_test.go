@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -327,4 +328,46 @@ func FuzzParseTable(f *testing.F) {
 			t.Fatalf("%q: %#v printed as %q parsed back as %#v", s, tbl, tbl.String(), again)
 		}
 	})
+}
+
+func TestPruneKeepsWhatAnyRelayHasNotDelivered(t *testing.T) {
+	t.Parallel()
+	ctx, pool := setup(t, `CREATE TABLE items (id int PRIMARY KEY)`)
+	_, err := sqlkit.EnsureCDCFor(ctx, pool, sqlkit.Table{Name: "items"})
+	require.NoError(t, err)
+	count := func() (n int) {
+		require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM cdc.outbox`).Scan(&n))
+		return n
+	}
+	_, err = pool.Exec(ctx, `INSERT INTO items SELECT generate_series(1, 10)`)
+	require.NoError(t, err)
+
+	// No relay has recorded a position yet: nothing is deleted.
+	n, err := sqlkit.Prune(ctx, pool, 0, 100)
+	require.NoError(t, err)
+	require.Zero(t, n)
+
+	// One relay has delivered everything, another nothing.
+	conn := mustConn(t, ctx, pool)
+	b, err := sqlkit.Fetch(ctx, conn, sqlkit.Cursor{}, 100, nil)
+	require.NoError(t, err)
+	require.NoError(t, sqlkit.SaveCursor(ctx, pool, "fast", sqlkit.Cursor{}.Advance(b)))
+	require.NoError(t, sqlkit.SaveCursor(ctx, pool, "slow", sqlkit.Cursor{}))
+	n, err = sqlkit.Prune(ctx, pool, 0, 100)
+	require.NoError(t, err)
+	require.Zero(t, n)
+
+	// Both have: the events go, in batches, but only once old enough.
+	require.NoError(t, sqlkit.SaveCursor(ctx, pool, "slow", sqlkit.Cursor{}.Advance(b)))
+	n, err = sqlkit.Prune(ctx, pool, time.Hour, 100)
+	require.NoError(t, err)
+	require.Zero(t, n)
+	n, err = sqlkit.Prune(ctx, pool, 0, 4)
+	require.NoError(t, err)
+	require.EqualValues(t, 4, n)
+	require.Equal(t, 6, count())
+	n, err = sqlkit.Prune(ctx, pool, 0, 100)
+	require.NoError(t, err)
+	require.EqualValues(t, 6, n)
+	require.Zero(t, count())
 }

@@ -160,6 +160,7 @@ func runCommand() *cli.Command {
 			&cli.DurationFlag{Name: "retry-interval", Usage: "wait before each reconnection", EnvVars: []string{"RELAY_RETRY_INTERVAL"}, Value: relay.DefaultRetryInterval},
 			&cli.DurationFlag{Name: "watchdog-interval", Usage: "how often the connections are checked", EnvVars: []string{"RELAY_WATCHDOG_INTERVAL"}, Value: relay.DefaultWatchdogInterval},
 			&cli.DurationFlag{Name: "poll-interval", Usage: "read the outbox at least this often, even without notifications", EnvVars: []string{"RELAY_POLL_INTERVAL"}, Value: relay.DefaultPollInterval},
+			&cli.DurationFlag{Name: "retention", Usage: "keep delivered events this long before deleting them (negative: forever)", EnvVars: []string{"RELAY_RETENTION"}, Value: relay.DefaultRetention},
 			&cli.IntFlag{Name: "batch-size", Usage: "most events fetched and published at once", EnvVars: []string{"RELAY_BATCH_SIZE"}, Value: relay.DefaultBatchSize},
 		},
 		Action: runRelay,
@@ -195,6 +196,7 @@ func runRelay(c *cli.Context) error {
 		WatchdogInterval: c.Duration("watchdog-interval"),
 		Timeout:          c.Duration(flagTimeout),
 		PollInterval:     c.Duration("poll-interval"),
+		Retention:        c.Duration("retention"),
 		Logger:           logger,
 	}, hs...)
 	if err != nil {
