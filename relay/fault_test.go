@@ -1,0 +1,151 @@
+package relay_test
+
+import (
+	"context"
+	"log/slog"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgrelay/pgrelay/handlers"
+	"github.com/pgrelay/pgrelay/internal/faultproxy"
+	"github.com/pgrelay/pgrelay/internal/testenv"
+	"github.com/pgrelay/pgrelay/relay"
+)
+
+// logSignal is a slog.Handler that reports the messages it sees on a
+// channel, so tests can wait for "connection lost" instead of sleeping.
+type logSignal struct{ msgs chan string }
+
+func newLogSignal() *logSignal { return &logSignal{msgs: make(chan string, 100)} }
+
+func (l *logSignal) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logSignal) Handle(_ context.Context, r slog.Record) error {
+	select {
+	case l.msgs <- r.Message:
+	default:
+	}
+	return nil
+}
+func (l *logSignal) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *logSignal) WithGroup(string) slog.Handler      { return l }
+
+func (l *logSignal) wait(t *testing.T, ctx context.Context, msg string) {
+	t.Helper()
+	for {
+		select {
+		case m := <-l.msgs:
+			if m == msg {
+				return
+			}
+		case <-ctx.Done():
+			t.Fatalf("never logged %q", msg)
+		}
+	}
+}
+
+func proxied(t *testing.T, rawURL string) (*faultproxy.Proxy, string) {
+	t.Helper()
+	u, err := url.Parse(rawURL)
+	require.NoError(t, err)
+	p, err := faultproxy.New(u.Host)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close() })
+	u.Host = p.Addr()
+	return p, u.String()
+}
+
+// TestRelayDetectsFrozenDatabaseNetwork puts a proxy that stops forwarding,
+// without closing anything, between the relay and PostgreSQL.
+func TestRelayDetectsFrozenDatabaseNetwork(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	f := newFixture(t)
+	proxy, proxyURL := proxied(t, f.url)
+	logs := newLogSignal()
+	c := newCollector()
+	cfg := relay.Config{
+		DatabaseURL:      proxyURL,
+		WatchdogInterval: 200 * time.Millisecond,
+		Timeout:          500 * time.Millisecond,
+		RetryInterval:    100 * time.Millisecond,
+		Logger:           slog.New(logs),
+	}
+	r, err := relay.New(cfg, c)
+	require.NoError(t, err)
+	require.NoError(t, r.Start(ctx))
+	defer func() { require.NoError(t, r.Close(context.Background())) }()
+
+	f.exec(t, `INSERT INTO items SELECT g, 'before' FROM generate_series(1, 10) g`)
+	c.waitCount(t, ctx, 10)
+
+	proxy.Freeze()
+	frozenAt := time.Now()
+	f.exec(t, `INSERT INTO items SELECT g, 'during' FROM generate_series(11, 20) g`)
+	logs.wait(t, ctx, "connection lost; reconnecting")
+	// Reported, not asserted: timings belong to benchmarks. The watchdog
+	// should notice within WatchdogInterval + Timeout.
+	t.Logf("frozen network detected after %s (watchdog %s + timeout %s)",
+		time.Since(frozenAt).Round(time.Millisecond), cfg.WatchdogInterval, cfg.Timeout)
+
+	proxy.Thaw()
+	logs.wait(t, ctx, "reconnected")
+	f.exec(t, `INSERT INTO items SELECT g, 'after' FROM generate_series(21, 30) g`)
+	events := c.waitUntil(t, ctx, "all 30 events", func(ev []relay.Event) bool {
+		seen := map[int64]bool{}
+		for _, e := range ev {
+			seen[e.ID] = true
+		}
+		return len(seen) == 30
+	})
+	require.GreaterOrEqual(t, len(events), 30)
+}
+
+// TestRelayRidesOutFrozenRedis freezes the network to Redis: publishing
+// fails, is retried, and nothing is lost once Redis is reachable again.
+func TestRelayRidesOutFrozenRedis(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	f := newFixture(t)
+	proxy, redisURL := proxied(t, testenv.RedisURL())
+	opts, err := redis.ParseURL(redisURL)
+	require.NoError(t, err)
+	opts.ReadTimeout, opts.WriteTimeout = 300*time.Millisecond, 300*time.Millisecond
+	rdb := redis.NewClient(opts)
+	t.Cleanup(func() { _ = rdb.Close() })
+
+	// Subscribe directly, not through the proxy.
+	direct := testenv.Redis(t)
+	sub := direct.Subscribe(ctx, "public.items.cdc_events")
+	defer sub.Close()
+	_, err = sub.Receive(ctx)
+	require.NoError(t, err)
+	// Other tests use tables called items too: keep only this database's
+	// events, recognised by their values.
+	tag := testenv.UniqueName("v")
+
+	logs := newLogSignal()
+	r, err := relay.New(relay.Config{DatabaseURL: f.url, RetryInterval: 200 * time.Millisecond, Logger: slog.New(logs)},
+		handlers.NewRedis(rdb))
+	require.NoError(t, err)
+	require.NoError(t, r.Start(ctx))
+	defer func() { require.NoError(t, r.Close(context.Background())) }()
+
+	proxy.Freeze()
+	f.exec(t, `INSERT INTO items SELECT g, $1 FROM generate_series(1, 50) g`, tag)
+	logs.wait(t, ctx, "handler failed; retrying")
+	proxy.Thaw()
+
+	seen := map[string]bool{}
+	for len(seen) < 50 {
+		msg, err := sub.ReceiveMessage(ctx)
+		require.NoError(t, err)
+		if strings.Contains(msg.Payload, `"`+tag+`"`) {
+			seen[msg.Payload] = true
+		}
+	}
+}
