@@ -18,6 +18,7 @@ const (
 	DefaultTimeout          = 5 * time.Second
 	DefaultPollInterval     = 30 * time.Second
 	DefaultRetention        = 24 * time.Hour
+	DefaultMaxAttempts      = 3
 	// MaxBatchSize bounds BatchSize so that one batch's events stay well
 	// inside memory and a single Redis pipeline.
 	MaxBatchSize = 100_000
@@ -71,6 +72,13 @@ type Config struct {
 	// DefaultRetention (24h).
 	Retention time.Duration
 
+	// MaxAttempts is how many times an event is offered to a handler that
+	// refuses it with a Permanent error before the event is parked in
+	// cdc.failed_event (see `relay status` and `relay retry-failed`) and
+	// the next one delivered. Other errors are retried forever: an event is
+	// never skipped for them. Defaults to DefaultMaxAttempts (3).
+	MaxAttempts int
+
 	// OnError, if set, is called once with the last error when
 	// RetryAttempts are exhausted; the relay then stops and Run returns
 	// nil. Without it, Run returns that error. It is called from the
@@ -104,6 +112,9 @@ func (c Config) withDefaults() Config {
 	if c.Retention == 0 {
 		c.Retention = DefaultRetention
 	}
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = DefaultMaxAttempts
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -120,6 +131,9 @@ func (c Config) validate() error {
 	}
 	if c.BatchSize < 1 || c.BatchSize > MaxBatchSize {
 		return fmt.Errorf("Config.BatchSize must be between 1 and %d, got %d", MaxBatchSize, c.BatchSize)
+	}
+	if c.MaxAttempts < 1 {
+		return fmt.Errorf("Config.MaxAttempts must be at least 1, got %d", c.MaxAttempts)
 	}
 	for _, d := range []struct {
 		name string

@@ -87,13 +87,14 @@ func (e *PanicError) Error() string { return fmt.Sprintf("handler panicked: %v",
 // deliverTo hands events to h, as one batch when h supports it, turning a
 // panic into a *PanicError. It returns how many events h accepted, so that a
 // retry resumes after them rather than repeating them.
-func deliverTo(ctx context.Context, h EventHandler, events []Event) (accepted int, err error) {
+// With oneByOne, a BatchHandler gets the events through OnEvent.
+func deliverTo(ctx context.Context, h EventHandler, events []Event, oneByOne bool) (accepted int, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			err = &PanicError{Value: v, Stack: debug.Stack()}
 		}
 	}()
-	if bh, ok := h.(BatchHandler); ok {
+	if bh, ok := h.(BatchHandler); ok && !oneByOne {
 		if err := bh.OnEvents(ctx, events); err != nil {
 			return 0, err
 		}
@@ -107,3 +108,26 @@ func deliverTo(ctx context.Context, h EventHandler, events []Event) (accepted in
 	}
 	return accepted, nil
 }
+
+// PermanentError marks a handler error as one that retrying will not fix,
+// such as an event the downstream system rejects as invalid. Create it with
+// Permanent.
+type PermanentError struct{ Err error }
+
+// Permanent wraps err so that the relay, after Config.MaxAttempts tries,
+// parks the event in cdc.failed_event and goes on with the next one, instead
+// of retrying forever. Permanent(nil) is nil. A batch handler that returns a
+// permanent error has the batch retried one event at a time (OnEvent), to
+// find the event at fault.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &PermanentError{Err: err}
+}
+
+// Error returns the wrapped error's text.
+func (e *PermanentError) Error() string { return "permanent: " + e.Err.Error() }
+
+// Unwrap returns the wrapped error.
+func (e *PermanentError) Unwrap() error { return e.Err }

@@ -463,3 +463,90 @@ func TestRelayPrunesDeliveredEvents(t *testing.T) {
 		return n == 0
 	}, time.Minute, 10*time.Millisecond)
 }
+
+func TestRelayParksPermanentlyRefusedEvents(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	f := newFixture(t)
+	c := newCollector()
+	var poisonTries atomic.Int32
+	c.failNext = func(e relay.Event) error {
+		if string(e.Key) == "2" {
+			poisonTries.Add(1)
+			return relay.Permanent(errors.New("invalid order"))
+		}
+		return nil
+	}
+	f.startRelay(t, relay.Config{MaxAttempts: 2}, c)
+	f.exec(t, `INSERT INTO items SELECT g, 'x' FROM generate_series(1, 4) g`)
+	events := c.waitCount(t, ctx, 3)
+	var keys []string
+	for _, e := range events {
+		keys = append(keys, string(e.Key))
+	}
+	require.Equal(t, []string{"1", "3", "4"}, keys, "the rest keep flowing")
+	require.EqualValues(t, 2, poisonTries.Load(), "tried MaxAttempts times")
+
+	var handler, errText string
+	var attempts int
+	require.NoError(t, f.pool.QueryRow(ctx, `SELECT handler, error, attempts FROM cdc.failed_event WHERE key = '2'`).
+		Scan(&handler, &errText, &attempts))
+	require.Contains(t, errText, "invalid order")
+	require.Equal(t, 2, attempts)
+	n, err := sqlkit.FailedCount(ctx, f.pool, relay.DefaultName)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, n)
+
+	// Fixed downstream: re-queued, the event is delivered.
+	c.mu.Lock()
+	c.failNext = nil
+	c.mu.Unlock()
+	n, err = sqlkit.RequeueFailed(ctx, f.pool, relay.DefaultName)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, n)
+	events = c.waitCount(t, ctx, 4)
+	require.Equal(t, "2", string(events[3].Key))
+	require.Contains(t, string(events[3].Data), `"id": 2`)
+}
+
+// batchRefuser is a batch handler that refuses any batch holding key 2.
+type batchRefuser struct {
+	*collector
+	batches atomic.Int32
+}
+
+func (b *batchRefuser) OnEvents(ctx context.Context, events []relay.Event) error {
+	b.batches.Add(1)
+	for _, e := range events {
+		if string(e.Key) == "2" {
+			return relay.Permanent(errors.New("batch contains a bad event"))
+		}
+	}
+	for _, e := range events {
+		if err := b.OnEvent(ctx, e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func TestRelayFindsThePermanentFailureInABatch(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	f := newFixture(t)
+	c := newCollector()
+	c.failNext = func(e relay.Event) error {
+		if string(e.Key) == "2" {
+			return relay.Permanent(errors.New("bad event"))
+		}
+		return nil
+	}
+	h := &batchRefuser{collector: c}
+	f.startRelay(t, relay.Config{MaxAttempts: 1}, h)
+	f.exec(t, `INSERT INTO items SELECT g, 'x' FROM generate_series(1, 4) g`)
+	events := c.waitCount(t, ctx, 3)
+	require.Len(t, events, 3)
+	n, err := sqlkit.FailedCount(ctx, f.pool, relay.DefaultName)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, n)
+}

@@ -34,7 +34,7 @@ type session struct {
 	cursor    sqlkit.Cursor
 	lastPrune time.Time
 	rows      []sqlkit.Row // reused between batches
-	events []Event      // reused between batches
+	events    []Event      // reused between batches
 }
 
 // connect opens the session's connections: LISTEN first, so that nothing
@@ -317,7 +317,7 @@ func (s *session) deliverBatch(ctx context.Context) (full bool, err error) {
 		return false, nil
 	}
 	s.events = toEvents(b.Rows, s.events[:0])
-	if err := r.deliver(ctx, s.events); err != nil {
+	if err := s.deliver(ctx, s.events); err != nil {
 		return false, err
 	}
 	tctx, cancel = context.WithTimeout(ctx, r.cfg.Timeout)
@@ -388,18 +388,22 @@ func toEvents(rows []sqlkit.Row, events []Event) []Event {
 const minHandlerBackoff = 100 * time.Millisecond
 
 // deliver hands events to each handler in turn, retrying a failing handler
-// with backoff until it accepts them all. It returns only when every handler
-// has accepted every event, or with errStopped or the context's error when
-// the relay is closing or the session failed.
-func (r *Relay) deliver(ctx context.Context, events []Event) error {
+// with backoff until it accepts them all, or parks an event that a handler
+// refused permanently MaxAttempts times. It returns only when every event
+// is accepted or parked, or with errStopped or the context's error when the
+// relay is closing or the session failed.
+func (s *session) deliver(ctx context.Context, events []Event) error {
+	r := s.r
 	r.mu.Lock()
 	handlers := r.handlers
 	r.mu.Unlock()
 	for _, h := range handlers {
 		rest := events
 		backoff := min(minHandlerBackoff, r.cfg.RetryInterval)
-		for attempt := 1; len(rest) > 0; attempt++ {
-			n, err := deliverTo(ctx, h, rest)
+		oneByOne := false // after a batch handler's permanent error: find the culprit
+		attempts := 0     // tries of rest[0]
+		for len(rest) > 0 {
+			n, err := deliverTo(ctx, h, rest, oneByOne)
 			rest = rest[n:]
 			if err == nil {
 				break
@@ -407,8 +411,26 @@ func (r *Relay) deliver(ctx context.Context, events []Event) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
+			if n > 0 {
+				attempts = 0
+			}
+			attempts++
+			var perm *PermanentError
+			if errors.As(err, &perm) {
+				if _, batch := h.(BatchHandler); batch && !oneByOne {
+					oneByOne, attempts = true, 0
+					continue
+				}
+				if attempts >= r.cfg.MaxAttempts {
+					if err := s.park(ctx, h, rest[0], err, attempts); err != nil {
+						return err
+					}
+					rest, attempts = rest[1:], 0
+					continue
+				}
+			}
 			r.log.Warn("handler failed; retrying", "handler", fmt.Sprintf("%T", h),
-				"event_id", rest[0].ID, "attempt", attempt, "retry_in", backoff, "err", err)
+				"event_id", rest[0].ID, "attempt", attempts, "retry_in", backoff, "err", err)
 			if !r.sleep(ctx, backoff) {
 				if ctx.Err() != nil {
 					return ctx.Err()
@@ -419,4 +441,15 @@ func (r *Relay) deliver(ctx context.Context, events []Event) error {
 		}
 	}
 	return nil
+}
+
+// park records e as failed so that delivery can go on without it.
+func (s *session) park(ctx context.Context, h EventHandler, e Event, cause error, attempts int) error {
+	r := s.r
+	r.log.Error("handler refused an event permanently; parked it in cdc.failed_event",
+		"handler", fmt.Sprintf("%T", h), "event_id", e.ID, "table", e.Schema+"."+e.Table,
+		"attempts", attempts, "err", cause)
+	tctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+	defer cancel()
+	return sqlkit.ParkEvent(tctx, s.worker, r.cfg.Name, e.Txid, e.ID, fmt.Sprintf("%T", h), cause.Error(), attempts)
 }

@@ -78,6 +78,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			removeCDCCommand(),
 			runCommand(),
 			statusCommand(),
+			retryFailedCommand(),
 		},
 		OnUsageError:    usageError,
 		HideHelpCommand: true,

@@ -161,6 +161,7 @@ func runCommand() *cli.Command {
 			&cli.DurationFlag{Name: "watchdog-interval", Usage: "how often the connections are checked", EnvVars: []string{"RELAY_WATCHDOG_INTERVAL"}, Value: relay.DefaultWatchdogInterval},
 			&cli.DurationFlag{Name: "poll-interval", Usage: "read the outbox at least this often, even without notifications", EnvVars: []string{"RELAY_POLL_INTERVAL"}, Value: relay.DefaultPollInterval},
 			&cli.DurationFlag{Name: "retention", Usage: "keep delivered events this long before deleting them (negative: forever)", EnvVars: []string{"RELAY_RETENTION"}, Value: relay.DefaultRetention},
+			&cli.IntFlag{Name: "max-attempts", Usage: "tries of an event a handler refuses permanently before it is parked as failed", EnvVars: []string{"RELAY_MAX_ATTEMPTS"}, Value: relay.DefaultMaxAttempts},
 			&cli.IntFlag{Name: "batch-size", Usage: "most events fetched and published at once", EnvVars: []string{"RELAY_BATCH_SIZE"}, Value: relay.DefaultBatchSize},
 		},
 		Action: runRelay,
@@ -197,6 +198,7 @@ func runRelay(c *cli.Context) error {
 		Timeout:          c.Duration(flagTimeout),
 		PollInterval:     c.Duration("poll-interval"),
 		Retention:        c.Duration("retention"),
+		MaxAttempts:      c.Int("max-attempts"),
 		Logger:           logger,
 	}, hs...)
 	if err != nil {
@@ -221,6 +223,7 @@ func flagError(err error) error {
 		"Config.WatchdogInterval": "--watchdog-interval",
 		"Config.Timeout":          "--timeout",
 		"Config.PollInterval":     "--poll-interval",
+		"Config.MaxAttempts":      "--max-attempts",
 	} {
 		if msg := err.Error(); len(msg) >= len(field) && msg[:len(field)] == field {
 			return errors.New(flag + msg[len(field):])
@@ -235,6 +238,7 @@ type statusReport struct {
 	Tables           []string   `json:"tables"`
 	Name             string     `json:"name"`
 	Pending          int64      `json:"pending"`
+	Failed           int64      `json:"failed"`
 	OldestPending    *time.Time `json:"oldest_pending,omitempty"`
 	OldestPendingAge float64    `json:"oldest_pending_age_seconds"`
 }
@@ -286,6 +290,9 @@ func readStatus(ctx context.Context, conn *pgx.Conn, name string, rep *statusRep
 		return err
 	}
 	rep.Pending = n
+	if rep.Failed, err = sqlkit.FailedCount(ctx, conn, name); err != nil {
+		return err
+	}
 	if !oldest.IsZero() {
 		rep.OldestPending = &oldest
 		rep.OldestPendingAge = time.Since(oldest).Seconds()
@@ -306,8 +313,39 @@ func printStatus(c *cli.Context, rep statusReport) error {
 		fmt.Fprintf(w, "  %s\n", t)
 	}
 	fmt.Fprintf(w, "undelivered (%s): %d\n", rep.Name, rep.Pending)
+	fmt.Fprintf(w, "failed (%s): %d\n", rep.Name, rep.Failed)
 	if rep.OldestPending != nil {
 		fmt.Fprintf(w, "oldest undelivered: %s ago\n", time.Duration(rep.OldestPendingAge*float64(time.Second)).Round(time.Millisecond))
 	}
 	return nil
+}
+
+func retryFailedCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "retry-failed",
+		Usage: "put the events a handler refused permanently back into the outbox",
+		Description: "They are delivered again as new events (new event_id and txid, same timestamp), " +
+			"to every relay name.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: flagName, Usage: "relay whose failed events to re-queue", EnvVars: []string{"RELAY_NAME"}, Value: relay.DefaultName},
+		},
+		Action: func(c *cli.Context) error {
+			conn, err := connect(c)
+			if err != nil {
+				return err
+			}
+			defer conn.Close(context.Background())
+			return withTimeout(c, func(ctx context.Context) error {
+				if err := sqlkit.CheckSchema(ctx, conn); err != nil {
+					return err
+				}
+				n, err := sqlkit.RequeueFailed(ctx, conn, c.String(flagName))
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(c.App.Writer, "re-queued %d failed events\n", n)
+				return nil
+			})
+		},
+	}
 }

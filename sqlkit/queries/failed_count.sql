@@ -1,0 +1,1 @@
+SELECT count(*) FROM cdc.failed_event WHERE relay_name = $1;
