@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -376,32 +377,61 @@ func TestRelayStandbyTakesOver(t *testing.T) {
 
 func TestRelayGivesUpAfterRetryAttempts(t *testing.T) {
 	t.Parallel()
-	ctx := testenv.Context(t)
-	f := newFixture(t)
-	c := newCollector()
-	r, err := relay.New(relay.Config{
-		DatabaseURL:   f.url,
-		RetryAttempts: 2,
-		RetryInterval: 10 * time.Millisecond,
-	}, c)
-	require.NoError(t, err)
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	c.waitUntil(t, ctx, "connected", func([]relay.Event) bool { return c.connects.Load() == 1 })
+	for _, withOnError := range []bool{false, true} {
+		t.Run(fmt.Sprintf("OnError=%v", withOnError), func(t *testing.T) {
+			t.Parallel()
+			ctx := testenv.Context(t)
+			f := newFixture(t)
+			c := newCollector()
+			logs := newLogSignal()
+			onError := make(chan error, 2)
+			cfg := relay.Config{
+				DatabaseURL:   f.url,
+				RetryAttempts: 3,
+				RetryInterval: 50 * time.Millisecond,
+				Logger:        slog.New(logs),
+			}
+			if withOnError {
+				cfg.OnError = func(err error) { onError <- err }
+			}
+			r, err := relay.New(cfg, c)
+			require.NoError(t, err)
+			done := make(chan error, 1)
+			go func() { done <- r.Run(ctx) }()
+			c.waitUntil(t, ctx, "connected", func([]relay.Event) bool { return c.connects.Load() == 1 })
 
-	// Make every reconnection fail: the database refuses new connections.
-	admin := testenv.Pool(t, testenv.AdminURL())
-	_, err = admin.Exec(ctx, `ALTER DATABASE `+pgx.Identifier{dbName(t, f)}.Sanitize()+` ALLOW_CONNECTIONS false`)
-	require.NoError(t, err)
-	f.exec(t, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'pgrelay %'`)
+			// Make every reconnection fail: the database refuses new
+			// connections, and the relay's are ended.
+			admin := testenv.Pool(t, testenv.AdminURL())
+			_, err = admin.Exec(ctx, `ALTER DATABASE `+pgx.Identifier{dbName(t, f)}.Sanitize()+` ALLOW_CONNECTIONS false`)
+			require.NoError(t, err)
+			lost := time.Now()
+			f.exec(t, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'pgrelay %'`)
 
-	select {
-	case err := <-done:
-		require.ErrorContains(t, err, "giving up after 2 reconnection attempts")
-	case <-ctx.Done():
-		t.Fatal("Run did not return")
+			var runErr error
+			select {
+			case runErr = <-done:
+			case <-ctx.Done():
+				t.Fatal("Run did not return")
+			}
+			var failures int
+			for len(logs.msgs) > 0 {
+				if <-logs.msgs == "reconnect failed" {
+					failures++
+				}
+			}
+			require.Equal(t, 3, failures, "exactly RetryAttempts attempts")
+			t.Logf("gave up %s after losing the connection (3 attempts, %s apart)", time.Since(lost).Round(time.Millisecond), cfg.RetryInterval)
+			if withOnError {
+				require.NoError(t, runErr)
+				require.ErrorContains(t, <-onError, "giving up after 3 reconnection attempts")
+				require.Empty(t, onError, "OnError is called once")
+			} else {
+				require.ErrorContains(t, runErr, "giving up after 3 reconnection attempts")
+			}
+			require.EqualValues(t, 1, c.closes.Load())
+		})
 	}
-	require.EqualValues(t, 1, c.closes.Load())
 }
 
 func dbName(t *testing.T, f fixture) string {
