@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -49,6 +50,8 @@ type Relay struct {
 	pgConfig *pgx.ConnConfig
 	// instance tells this relay's watchdog notifications from others'.
 	instance string
+	// polling is set while notifications cannot reach the relay.
+	polling atomic.Bool
 
 	mu       sync.Mutex
 	state    state

@@ -186,11 +186,32 @@ func truncate(s string, n int) string {
 	return s[:n] + "…"
 }
 
-// watchdogLoop checks the connections every WatchdogInterval.
+// errNotifyLost means the database answered the watchdog but its
+// notification never reached the LISTEN connection.
+var errNotifyLost = errors.New("the LISTEN connection did not receive the watchdog's notification")
+
+// watchdogLoop checks the connections at once, then every
+// WatchdogInterval. If the very first check finds that notifications do not
+// arrive although the database answers, LISTEN cannot work on this path
+// (typically a connection pooler in transaction mode): the session then
+// relies on polling the outbox every PollInterval, and the watchdog checks
+// only that the database answers.
 func (s *session) watchdogLoop(ctx context.Context) error {
+	var seq uint64 = 1
+	err := s.probe(ctx, seq, true)
+	switch {
+	case ctx.Err() != nil:
+		return nil
+	case errors.Is(err, errNotifyLost):
+		s.r.setPolling(true)
+	case err != nil:
+		return err
+	default:
+		s.r.setPolling(false)
+	}
+	polling := err != nil
 	t := time.NewTicker(s.r.cfg.WatchdogInterval)
 	defer t.Stop()
-	var seq uint64
 	for {
 		select {
 		case <-ctx.Done():
@@ -198,7 +219,7 @@ func (s *session) watchdogLoop(ctx context.Context) error {
 		case <-t.C:
 		}
 		seq++
-		if err := s.probe(ctx, seq); err != nil {
+		if err := s.probe(ctx, seq, !polling); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -207,15 +228,32 @@ func (s *session) watchdogLoop(ctx context.Context) error {
 	}
 }
 
-// probe sends a NOTIFY over the watchdog connection and waits, up to
-// Timeout, for the listener to receive it: one full round trip through the
-// database and both connections.
-func (s *session) probe(ctx context.Context, seq uint64) error {
+// setPolling logs when the relay falls back to polling, and when LISTEN
+// works again, once per change.
+func (r *Relay) setPolling(on bool) {
+	if r.polling.Swap(on) == on {
+		return
+	}
+	if on {
+		r.log.Warn("notifications do not reach the LISTEN connection (is a connection pooler in transaction mode "+
+			"in between?); falling back to polling the outbox", "poll_interval", r.cfg.PollInterval)
+	} else {
+		r.log.Info("notifications work again; polling only as a safety net")
+	}
+}
+
+// probe sends a NOTIFY over the watchdog connection and, with wantEcho,
+// waits up to Timeout for the listener to receive it: one full round trip
+// through the database and both connections.
+func (s *session) probe(ctx context.Context, seq uint64, wantEcho bool) error {
 	ctx, cancel := context.WithTimeout(ctx, s.r.cfg.Timeout)
 	defer cancel()
 	payload := watchdogPrefix + s.r.instance + ":" + strconv.FormatUint(seq, 10)
 	if err := sqlkit.Notify(ctx, s.watchdog, payload); err != nil {
 		return fmt.Errorf("%w: the database did not answer within %s: %w", ErrWatchdog, s.r.cfg.Timeout, err)
+	}
+	if !wantEcho {
+		return nil
 	}
 	for {
 		select {
@@ -224,7 +262,7 @@ func (s *session) probe(ctx context.Context, seq uint64) error {
 				return nil
 			}
 		case <-ctx.Done():
-			return fmt.Errorf("%w: the LISTEN connection did not receive a notification within %s", ErrWatchdog, s.r.cfg.Timeout)
+			return fmt.Errorf("%w: %w within %s", ErrWatchdog, errNotifyLost, s.r.cfg.Timeout)
 		}
 	}
 }
