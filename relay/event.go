@@ -86,17 +86,37 @@ func (e *Event) AppendJSON(b []byte) []byte {
 	b = appendRaw(b, e.Data)
 	if e.Action == ActionUpdate && len(e.Changes) > 0 {
 		b = append(b, `,"changes":`...)
-		b = append(b, e.Changes...)
+		b = appendRaw(b, e.Changes)
 	}
 	return append(b, '}')
 }
 
-// appendRaw appends a JSON value produced by PostgreSQL, or null.
+// appendRaw appends a JSON value produced by PostgreSQL, or null, without
+// the spaces PostgreSQL's jsonb output puts after colons and commas, so that
+// the wire format is compact whatever the column type.
 func appendRaw(b []byte, v json.RawMessage) []byte {
 	if len(v) == 0 {
 		return append(b, "null"...)
 	}
-	return append(b, v...)
+	inString := false
+	start := 0
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		switch {
+		case inString:
+			if c == '\\' {
+				i++ // skip the escaped byte, which may be a quote
+			} else if c == '"' {
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == ' ' || c == '\n' || c == '\t' || c == '\r':
+			b = append(b, v[start:i]...)
+			start = i + 1
+		}
+	}
+	return append(b, v[start:]...)
 }
 
 const hexDigits = "0123456789abcdef"

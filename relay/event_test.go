@@ -60,3 +60,36 @@ func FuzzEventJSONNames(f *testing.F) {
 		}
 	})
 }
+
+func TestEventJSONIsCompact(t *testing.T) {
+	e := relay.Event{
+		ID: 1, Action: relay.ActionUpdate,
+		Key:     json.RawMessage(`{"a": 1, "b": "x"}`),
+		Data:    json.RawMessage(`{"s": "keep  these: spaces, \" and \\\\", "n": [1, 2]}`),
+		Changes: json.RawMessage(`[{"field" : "s", "old" : "a b", "new" : "c"}]`),
+	}
+	got := string(e.AppendJSON(nil))
+	require.Contains(t, got, `"id":{"a":1,"b":"x"},"data":{"s":"keep  these: spaces, \" and \\\\","n":[1,2]},"changes":[{"field":"s","old":"a b","new":"c"}]}`)
+	require.True(t, json.Valid([]byte(got)))
+}
+
+// FuzzAppendRawCompacts checks that compacting PostgreSQL's JSON never
+// changes its meaning.
+func FuzzAppendRawCompacts(f *testing.F) {
+	for _, s := range []string{`{"a": 1}`, `[1, "x y", {"q": "\" , :"}]`, `"\\"`, `{"s": "a\\"b c"}`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		if !json.Valid([]byte(raw)) {
+			return
+		}
+		e := relay.Event{Data: json.RawMessage(raw)}
+		var got struct{ Data any }
+		if err := json.Unmarshal(e.AppendJSON(nil), &got); err != nil {
+			t.Fatalf("%q: %v", raw, err)
+		}
+		var want any
+		_ = json.Unmarshal([]byte(raw), &want)
+		require.Equal(t, want, got.Data)
+	})
+}

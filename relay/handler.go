@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime/debug"
 )
@@ -43,9 +44,17 @@ type BatchHandler interface {
 	OnEvents(ctx context.Context, events []Event) error
 }
 
-// BaseHandler implements every EventHandler method as a no-op, to embed in
-// handlers that only need some of them.
+// BaseHandler implements the lifecycle methods of EventHandler as no-ops, to
+// embed in handlers that only need some of them. Its OnEvent returns
+// ErrNoEventMethod: a handler must define OnEvent or OnEvents itself, and a
+// mistyped one must not silently swallow events.
 type BaseHandler struct{}
+
+// ErrNoEventMethod is returned by BaseHandler.OnEvent, which is only called
+// when the embedding handler defines neither OnEvent nor a correct OnEvents
+// (func(context.Context, []relay.Event) error). The relay keeps retrying,
+// so no event is lost while the handler is fixed.
+var ErrNoEventMethod = errors.New("relay: the handler embeds BaseHandler but defines neither OnEvent nor OnEvents(context.Context, []relay.Event) error")
 
 // OnStart does nothing.
 func (BaseHandler) OnStart(context.Context) error { return nil }
@@ -53,8 +62,8 @@ func (BaseHandler) OnStart(context.Context) error { return nil }
 // OnConnect does nothing.
 func (BaseHandler) OnConnect(context.Context) error { return nil }
 
-// OnEvent does nothing.
-func (BaseHandler) OnEvent(context.Context, Event) error { return nil }
+// OnEvent returns ErrNoEventMethod.
+func (BaseHandler) OnEvent(context.Context, Event) error { return ErrNoEventMethod }
 
 // OnClose does nothing.
 func (BaseHandler) OnClose(context.Context) error { return nil }

@@ -208,9 +208,13 @@ func (r *Relay) Close(ctx context.Context) error {
 			<-r.done
 		}
 		cancel()
+		// OnClose gets its own Timeout even when ctx has run out, so that
+		// handlers can still flush.
+		closeCtx, cancelClose := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.Timeout)
+		defer cancelClose()
 		var errs []error
 		for _, h := range handlers {
-			if err := h.OnClose(ctx); err != nil {
+			if err := h.OnClose(closeCtx); err != nil {
 				errs = append(errs, fmt.Errorf("close handler %T: %w", h, err))
 			}
 		}
