@@ -318,7 +318,19 @@ func TryLockCursor(ctx context.Context, conn *pgx.Conn, name string) (bool, erro
 	return ok, nil
 }
 
-var sqlPrune = query("prune")
+var (
+	sqlPrune       = query("prune")
+	sqlOutboxCount = query("outbox_count")
+)
+
+// OutboxSize returns how many events the outbox holds, delivered or not.
+func OutboxSize(ctx context.Context, db DB) (int64, error) {
+	var n int64
+	if err := db.QueryRow(ctx, sqlOutboxCount).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count outbox rows: %w", err)
+	}
+	return n, nil
+}
 
 // Prune deletes up to limit outbox rows older than retention that every
 // relay has delivered, and returns how many it deleted. Call it repeatedly

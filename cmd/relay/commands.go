@@ -239,6 +239,7 @@ type statusReport struct {
 	Name             string     `json:"name"`
 	Pending          int64      `json:"pending"`
 	Failed           int64      `json:"failed"`
+	Retained         int64      `json:"delivered_retained"`
 	OldestPending    *time.Time `json:"oldest_pending,omitempty"`
 	OldestPendingAge float64    `json:"oldest_pending_age_seconds"`
 }
@@ -293,6 +294,11 @@ func readStatus(ctx context.Context, conn *pgx.Conn, name string, rep *statusRep
 	if rep.Failed, err = sqlkit.FailedCount(ctx, conn, name); err != nil {
 		return err
 	}
+	size, err := sqlkit.OutboxSize(ctx, conn)
+	if err != nil {
+		return err
+	}
+	rep.Retained = max(size-n, 0)
 	if !oldest.IsZero() {
 		rep.OldestPending = &oldest
 		rep.OldestPendingAge = time.Since(oldest).Seconds()
@@ -314,6 +320,7 @@ func printStatus(c *cli.Context, rep statusReport) error {
 	}
 	fmt.Fprintf(w, "undelivered (%s): %d\n", rep.Name, rep.Pending)
 	fmt.Fprintf(w, "failed (%s): %d\n", rep.Name, rep.Failed)
+	fmt.Fprintf(w, "delivered, kept until --retention: %d\n", rep.Retained)
 	if rep.OldestPending != nil {
 		fmt.Fprintf(w, "oldest undelivered: %s ago\n", time.Duration(rep.OldestPendingAge*float64(time.Second)).Round(time.Millisecond))
 	}

@@ -120,9 +120,29 @@ func TestCLIEnsureRunStatus(t *testing.T) {
 	stop()
 	require.NoError(t, <-done, "a signal ends run cleanly")
 
+	out, _, err = runCLI(ctx, "--database-url", dbURL, "status", "--json")
+	require.NoError(t, err)
+	st = statusReport{}
+	require.NoError(t, json.Unmarshal([]byte(out), &st))
+	require.Zero(t, st.Pending)
+	require.Zero(t, st.Failed)
+	require.EqualValues(t, 2, st.Retained)
+
+	// A parked event shows up as failed until retry-failed re-queues it.
+	_, err = pool.Exec(ctx, `INSERT INTO cdc.failed_event (relay_name, id, txid, changed_at, schema_name, table_name, action, handler, error, attempts)
+		VALUES ('default', 999, '1', now(), 'shop', $1, 'insert', 'test', 'refused', 3)`, table)
+	require.NoError(t, err)
 	out, _, err = runCLI(ctx, "--database-url", dbURL, "status")
 	require.NoError(t, err)
 	require.Contains(t, out, "undelivered (default): 0")
+	require.Contains(t, out, "failed (default): 1")
+	out, _, err = runCLI(ctx, "--database-url", dbURL, "retry-failed")
+	require.NoError(t, err)
+	require.Equal(t, "re-queued 1 failed events\n", out)
+	out, _, err = runCLI(ctx, "--database-url", dbURL, "status")
+	require.NoError(t, err)
+	require.Contains(t, out, "undelivered (default): 1")
+	require.Contains(t, out, "failed (default): 0")
 
 	out, _, err = runCLI(ctx, "--database-url", dbURL, "remove-cdc", "--all-tables")
 	require.NoError(t, err)

@@ -1,0 +1,375 @@
+#!/usr/bin/env bash
+# Runs pgrelay's checks and tests against real PostgreSQL and Redis servers.
+#
+# Usage:
+#   ./test.sh          gofmt, go vet and the whole test suite (with -race)
+#   ./test.sh bench    the benchmark suite (internal/bench), writing BENCHMARKS.md
+#
+# Servers:
+#   TEST_DATABASE_URL  PostgreSQL superuser URL the tests create databases on
+#                      (default postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable)
+#   TEST_REDIS_URL     Redis the tests publish to (default redis://127.0.0.1:6379/0)
+# When a server left at its default does not answer, a throw-away one is
+# started in a temporary directory and removed when the script exits. A URL
+# set explicitly is used as it is: if it does not answer, the script fails.
+# Servers this script did not start are never stopped or reconfigured.
+#
+# Test databases (named pgrelay_test_*) that nobody is connected to are
+# dropped before the tests, left by killed runs, and after them.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+readonly DEFAULT_DATABASE_URL='postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable'
+readonly DEFAULT_REDIS_URL='redis://127.0.0.1:6379/0'
+# Must match testenv.DatabasePrefix: every database the tests create starts
+# with it, so whatever a killed run left behind can be found and dropped.
+readonly TEST_DATABASE_PREFIX='pgrelay_test_'
+
+# Throw-away servers, set once started so that cleanup knows what to stop.
+pg_dir=''        # temporary directory holding the PostgreSQL cluster
+pg_bin=''        # directory of initdb and pg_ctl
+redis_dir=''     # temporary directory holding redis.pid and redis.log
+
+usage() {
+	sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"
+}
+
+section() { printf '\n== %s\n' "$*"; }
+note() { printf '%s\n' "$*"; }
+die() {
+	printf 'test.sh: %s\n' "$*" >&2
+	exit 1
+}
+
+is_root() { [[ $(id -u) == 0 ]]; }
+
+# URL without its password, for printing.
+redact() { sed -E 's#(://[^/:@]*):[^/@]*@#\1:***@#' <<<"$1"; }
+
+# ---------------------------------------------------------------------------
+# Tools
+
+# apt_install installs Debian packages, as root only: a developer who is not
+# root gets told what is missing instead of a sudo prompt in the middle of a
+# test run. On machines without an init system (containers, CI) Debian's
+# invoke-rc.d refuses to start the packaged services, so installing a server
+# package does not also start a second server.
+apt_install() {
+	is_root || die "$* is not installed and installing it needs root: run 'apt-get install $*' or set TEST_DATABASE_URL/TEST_REDIS_URL"
+	note "installing Debian package(s): $*"
+	export DEBIAN_FRONTEND=noninteractive
+	# The package lists may be missing or stale on a fresh machine.
+	apt-get install -y -qq "$@" >/dev/null ||
+		{ apt-get update -qq && apt-get install -y -qq "$@" >/dev/null; } ||
+		die "apt-get install $* failed"
+}
+
+# need_command makes sure command $1 exists, installing Debian package $2.
+need_command() {
+	command -v "$1" >/dev/null || apt_install "$2"
+	command -v "$1" >/dev/null || die "$1 still not found after installing $2"
+}
+
+# ---------------------------------------------------------------------------
+# Checking servers
+
+pg_answers() {
+	PGCONNECT_TIMEOUT=5 psql "$1" -X -Atqc 'select 1' >/dev/null 2>&1
+}
+
+redis_answers() {
+	[[ $(timeout 10 redis-cli -u "$1" ping 2>/dev/null) == PONG ]]
+}
+
+port_in_use() {
+	# A connection that opens means something listens there already.
+	(: <>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# free_port prints the first port from $1 on that nothing listens on.
+free_port() {
+	local port=$1
+	while port_in_use "$port"; do
+		port=$((port + 1))
+		((port < $1 + 100)) || die "no free port in $1..$port"
+	done
+	echo "$port"
+}
+
+# ---------------------------------------------------------------------------
+# Throw-away servers
+
+cleanup() {
+	local status=$?
+	# Cleanup must finish even where a step fails.
+	set +e
+	if [[ -n $redis_dir ]]; then
+		stop_redis
+		rm -rf "$redis_dir"
+	fi
+	if [[ -n $pg_dir ]]; then
+		[[ -f $pg_dir/data/postmaster.pid ]] &&
+			as_pg_owner "$pg_bin/pg_ctl" -D "$pg_dir/data" -m immediate -w stop >/dev/null 2>&1
+		rm -rf "$pg_dir"
+	fi
+	exit "$status"
+}
+
+# Run cleanup on any exit, including Ctrl-C and kill.
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# as_pg_owner runs a PostgreSQL server program. PostgreSQL refuses to run as
+# root, so as root it runs as the postgres OS user the Debian package makes.
+as_pg_owner() {
+	if ! is_root; then
+		(cd "$pg_dir" && "$@")
+	elif command -v runuser >/dev/null; then
+		(cd "$pg_dir" && runuser -u postgres -- "$@")
+	else
+		(cd "$pg_dir" && su postgres -s /bin/sh -c "$(printf '%q ' "$@")")
+	fi
+}
+
+find_pg_bin() {
+	local dir
+	dir=$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1)
+	[[ -n $dir && -x $dir/initdb && -x $dir/pg_ctl ]] && echo "$dir"
+}
+
+start_postgres() {
+	pg_bin=$(find_pg_bin) || { apt_install postgresql && pg_bin=$(find_pg_bin); } ||
+		die "initdb and pg_ctl not found under /usr/lib/postgresql/*/bin"
+	if is_root; then
+		id postgres >/dev/null 2>&1 || die "running as root, but there is no postgres OS user to run PostgreSQL as"
+	fi
+
+	pg_dir=$(mktemp -d "${TMPDIR:-/tmp}/pgrelay-pg.XXXXXX")
+	is_root && chown postgres: "$pg_dir"
+	local port
+	port=$(free_port 55432)
+
+	# Trust auth and no locale: a private server only this run talks to.
+	as_pg_owner "$pg_bin/initdb" -D "$pg_dir/data" -U postgres --auth=trust \
+		--encoding=UTF8 --no-locale >"$pg_dir/initdb.log" 2>&1 ||
+		die "initdb failed: $(tail -n 5 "$pg_dir/initdb.log")"
+	# fsync=off: nothing here must survive a crash, and it is much faster.
+	# The tests open many connections in parallel, hence max_connections.
+	# The socket goes in our own directory, away from the system server's.
+	as_pg_owner "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/server.log" -w -t 60 \
+		-o "-c listen_addresses=127.0.0.1 -p $port -c fsync=off -c max_connections=200 -c unix_socket_directories=$pg_dir" \
+		start >/dev/null ||
+		die "PostgreSQL did not start: $(tail -n 5 "$pg_dir/server.log")"
+
+	TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres?sslmode=disable"
+	local tries=0
+	until pg_answers "$TEST_DATABASE_URL"; do
+		((++tries < 60)) || die "PostgreSQL started but does not answer on port $port"
+		sleep 0.5
+	done
+	note "started throw-away PostgreSQL on 127.0.0.1:$port (data in $pg_dir)"
+}
+
+start_redis() {
+	need_command redis-server redis-server
+	redis_dir=$(mktemp -d "${TMPDIR:-/tmp}/pgrelay-redis.XXXXXX")
+	local port
+	port=$(free_port 56379)
+
+	# No persistence: the data lives only as long as this run.
+	redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+		--daemonize yes --pidfile "$redis_dir/redis.pid" --dir "$redis_dir" \
+		--logfile "$redis_dir/redis.log" ||
+		die "redis-server did not start"
+
+	TEST_REDIS_URL="redis://127.0.0.1:$port/0"
+	local tries=0
+	until redis_answers "$TEST_REDIS_URL"; do
+		((++tries < 60)) || die "Redis started but does not answer on port $port: $(tail -n 5 "$redis_dir/redis.log")"
+		sleep 0.5
+	done
+	note "started throw-away Redis on 127.0.0.1:$port"
+}
+
+# stop_redis stops the Redis this script started, found by its own pid file.
+stop_redis() {
+	local pid tries=0
+	pid=$(cat "$redis_dir/redis.pid" 2>/dev/null) || return 0
+	kill "$pid" 2>/dev/null || return 0
+	while kill -0 "$pid" 2>/dev/null; do
+		if ((++tries > 50)); then
+			kill -KILL "$pid" 2>/dev/null
+			return 0
+		fi
+		sleep 0.2
+	done
+}
+
+# ---------------------------------------------------------------------------
+# Choosing servers
+
+setup_servers() {
+	section "servers"
+	need_command psql postgresql-client
+	need_command redis-cli redis-tools
+
+	# Undocumented on purpose, for testing this script itself: with
+	# PGRELAY_TEST_OWN_SERVERS=1 the throw-away servers are started even
+	# when the shared ones answer, so that path can be exercised without
+	# touching those.
+	local own=${PGRELAY_TEST_OWN_SERVERS:-}
+
+	if [[ $own == 1 ]]; then
+		start_postgres
+	elif [[ -n ${TEST_DATABASE_URL:-} ]]; then
+		pg_answers "$TEST_DATABASE_URL" ||
+			die "PostgreSQL at TEST_DATABASE_URL=$(redact "$TEST_DATABASE_URL") does not answer"
+	elif pg_answers "$DEFAULT_DATABASE_URL"; then
+		TEST_DATABASE_URL=$DEFAULT_DATABASE_URL
+	else
+		note "no PostgreSQL answers at $DEFAULT_DATABASE_URL"
+		start_postgres
+	fi
+
+	if [[ $own == 1 ]]; then
+		start_redis
+	elif [[ -n ${TEST_REDIS_URL:-} ]]; then
+		redis_answers "$TEST_REDIS_URL" ||
+			die "Redis at TEST_REDIS_URL=$(redact "$TEST_REDIS_URL") does not answer"
+	elif redis_answers "$DEFAULT_REDIS_URL"; then
+		TEST_REDIS_URL=$DEFAULT_REDIS_URL
+	else
+		note "no Redis answers at $DEFAULT_REDIS_URL"
+		start_redis
+	fi
+
+	export TEST_DATABASE_URL TEST_REDIS_URL
+	note "PostgreSQL: $(redact "$TEST_DATABASE_URL")"
+	note "Redis:      $(redact "$TEST_REDIS_URL")"
+}
+
+# ---------------------------------------------------------------------------
+# Test databases
+
+# Test databases that nobody is connected to. Another test run against the
+# same server (a colleague's, or a second checkout's) has its databases open;
+# dropping them under it would fail that run. A killed run's connections are
+# gone, so what it left behind qualifies.
+readonly UNUSED_TEST_DATABASES="
+	FROM pg_database d
+	WHERE starts_with(d.datname, :'prefix')
+	  AND NOT EXISTS (SELECT FROM pg_stat_activity a
+	                  WHERE a.datid = d.oid AND a.pid <> pg_backend_pid())"
+
+# list_test_databases prints the unused test databases, one a line.
+list_test_databases() {
+	psql "$TEST_DATABASE_URL" -X -Atq -v ON_ERROR_STOP=1 -v prefix="$TEST_DATABASE_PREFIX" <<-SQL
+		SELECT d.datname $UNUSED_TEST_DATABASES
+		ORDER BY 1;
+	SQL
+}
+
+# drop_test_databases drops the unused test databases. DROP DATABASE cannot
+# run in a transaction or a function, so psql's \gexec runs one statement per
+# name; format's %I quotes each name, FORCE ends any session that connected
+# meanwhile, and IF EXISTS (with its notice silenced) copes with a database
+# dropped meanwhile by its own test.
+drop_test_databases() {
+	psql "$TEST_DATABASE_URL" -X -q -v ON_ERROR_STOP=1 -v prefix="$TEST_DATABASE_PREFIX" <<-SQL
+		SET client_min_messages = warning;
+		SELECT format('DROP DATABASE IF EXISTS %I WITH (FORCE)', d.datname) $UNUSED_TEST_DATABASES
+		\gexec
+	SQL
+}
+
+# Before the tests: remove what earlier, killed runs left behind.
+drop_leftover_databases() {
+	local left
+	left=$(list_test_databases)
+	[[ -z $left ]] && return 0
+	note "dropping test databases left by earlier runs: ${left//$'\n'/ }"
+	drop_test_databases
+}
+
+# After the tests: each test drops its own database, so any found now was
+# leaked (or a test run was killed); say so, then drop them.
+drop_leaked_databases() {
+	local left
+	left=$(list_test_databases)
+	[[ -z $left ]] && return 0
+	note "warning: test databases left behind (by these tests, or by another run that ended meanwhile); dropping: ${left//$'\n'/ }"
+	drop_test_databases
+}
+
+# ---------------------------------------------------------------------------
+# Checks and tests
+
+check_gofmt() {
+	section "gofmt"
+	local unformatted
+	unformatted=$(gofmt -l .)
+	[[ -z $unformatted ]] || die "gofmt -w is needed on:"$'\n'"$unformatted"
+}
+
+check_vet() {
+	section "go vet"
+	go vet ./...
+}
+
+# run_go_tests runs go test with the given arguments, then drops any test
+# databases, whether or not the tests passed, and returns go test's status.
+run_go_tests() {
+	local status=0
+	go test "$@" ./... || status=$?
+	drop_leaked_databases
+	return "$status"
+}
+
+# want_pgbouncer installs PgBouncer when it is missing and we may: the
+# connection-pooler test runs through a real one, and is skipped without it.
+want_pgbouncer() {
+	command -v pgbouncer >/dev/null 2>&1 && return 0
+	if is_root; then
+		apt-get install -y -qq pgbouncer >/dev/null 2>&1 ||
+			{ apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq pgbouncer >/dev/null 2>&1; } ||
+			note "could not install pgbouncer: the connection-pooler test will be skipped"
+	else
+		note "pgbouncer is not installed: the connection-pooler test will be skipped"
+	fi
+}
+
+cmd_test() {
+	setup_servers
+	want_pgbouncer
+	drop_leftover_databases
+	check_gofmt
+	check_vet
+	section "go test"
+	run_go_tests -race -count=1 -timeout 8m
+}
+
+cmd_bench() {
+	setup_servers
+	drop_leftover_databases
+	section "benchmarks (writes BENCHMARKS.md)"
+	local status=0
+	go run ./internal/bench -out BENCHMARKS.md "${@:2}" || status=$?
+	drop_leaked_databases
+	return "$status"
+}
+
+main() {
+	case ${1:-test} in
+	test) cmd_test ;;
+	bench) cmd_bench "$@" ;;
+	-h | --help | help) usage ;;
+	*)
+		usage >&2
+		exit 2
+		;;
+	esac
+}
+
+main "$@"
