@@ -36,8 +36,14 @@ func TestMain(m *testing.M) {
 		}
 		return
 	}
+	// go-redis reports its own dial retries; the tests check errors.
+	redis.SetLogger(quietRedisLogger{})
 	os.Exit(m.Run())
 }
+
+type quietRedisLogger struct{}
+
+func (quietRedisLogger) Printf(context.Context, string, ...any) {}
 
 // stdoutHandler writes a batch's ids and flushes once per batch: what
 // reached the pipe was accepted.

@@ -25,8 +25,10 @@ func runCLI(ctx context.Context, args ...string) (stdout, errLine string, err er
 	return out.String(), errLine, err
 }
 
+// The CLI tests do not run in parallel: urfave/cli's help flag is a package
+// variable that each run writes.
+
 func TestCLIBadInput(t *testing.T) {
-	t.Parallel()
 	ctx := testenv.Context(t)
 	bareURL := testenv.NewDatabase(t) // never migrated
 	dbURL := testenv.NewDatabase(t)
@@ -74,7 +76,6 @@ func TestCLIBadInput(t *testing.T) {
 }
 
 func TestCLIEnsureRunStatus(t *testing.T) {
-	t.Parallel()
 	ctx := testenv.Context(t)
 	dbURL := testenv.NewDatabase(t)
 	pool := testenv.Pool(t, dbURL)
