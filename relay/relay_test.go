@@ -517,10 +517,14 @@ func TestRelayParksPermanentlyRefusedEvents(t *testing.T) {
 	require.Equal(t, []string{"1", "3", "4"}, keys, "the rest keep flowing")
 	require.EqualValues(t, 2, poisonTries.Load(), "tried MaxAttempts times")
 
+	// The parked event is recorded with the batch's progress, just after
+	// the handlers are done with the batch.
 	var handler, errText string
 	var attempts int
-	require.NoError(t, f.pool.QueryRow(ctx, `SELECT handler, error, attempts FROM cdc.failed_event WHERE key = '2'`).
-		Scan(&handler, &errText, &attempts))
+	require.Eventually(t, func() bool {
+		return f.pool.QueryRow(ctx, `SELECT handler, error, attempts FROM cdc.failed_event WHERE key = '2'`).
+			Scan(&handler, &errText, &attempts) == nil
+	}, time.Minute, 5*time.Millisecond)
 	require.Contains(t, errText, "invalid order")
 	require.Equal(t, 2, attempts)
 	n, err := sqlkit.FailedCount(ctx, f.pool, relay.DefaultName)
@@ -576,7 +580,8 @@ func TestRelayFindsThePermanentFailureInABatch(t *testing.T) {
 	f.exec(t, `INSERT INTO items SELECT g, 'x' FROM generate_series(1, 4) g`)
 	events := c.waitCount(t, ctx, 3)
 	require.Len(t, events, 3)
-	n, err := sqlkit.FailedCount(ctx, f.pool, relay.DefaultName)
-	require.NoError(t, err)
-	require.EqualValues(t, 1, n)
+	require.Eventually(t, func() bool {
+		n, err := sqlkit.FailedCount(ctx, f.pool, relay.DefaultName)
+		return err == nil && n == 1
+	}, time.Minute, 5*time.Millisecond)
 }

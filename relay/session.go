@@ -32,9 +32,12 @@ type session struct {
 	pongs chan uint64   // the watchdog's probes, as the listener received them
 
 	cursor    sqlkit.Cursor
+	ahead     *sqlkit.Batch        // fetched while the previous batch was delivered
+	parked    []sqlkit.ParkedEvent // given up on in the current batch
 	lastPrune time.Time
-	rows      []sqlkit.Row // reused between batches
-	events    []Event      // reused between batches
+	// Two row buffers, reused: one being delivered, one being fetched.
+	rows, spare []sqlkit.Row
+	events      []Event
 }
 
 // connect opens the session's connections: LISTEN first, so that nothing
@@ -335,19 +338,24 @@ func (s *session) acquire(ctx context.Context) error {
 	return nil
 }
 
-// deliverBatch fetches one batch, hands it to every handler and records it
-// as delivered. It reports whether the batch was full, meaning more events
-// may be waiting.
-func (s *session) deliverBatch(ctx context.Context) (full bool, err error) {
+// deliverBatch delivers one batch to every handler and records it as
+// delivered. When the batch is full, the next one is read while the
+// handlers work, so that PostgreSQL and the handlers (Redis) are busy at the
+// same time; it is delivered by the next call. deliverBatch reports whether
+// more events may be waiting.
+func (s *session) deliverBatch(ctx context.Context) (more bool, err error) {
 	r := s.r
-	tctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
-	b, err := sqlkit.Fetch(tctx, s.worker, s.cursor, r.cfg.BatchSize, s.rows)
-	cancel()
-	if err != nil {
-		return false, err
+	b := s.ahead
+	s.ahead = nil
+	if b == nil {
+		fetched, err := s.fetch(ctx, s.cursor, s.rows)
+		if err != nil {
+			return false, err
+		}
+		b = &fetched
 	}
 	s.rows = b.Rows
-	next := s.cursor.Advance(b)
+	next := s.cursor.Advance(*b)
 	if len(b.Rows) == 0 {
 		// Nothing was delivered, so the saved cursor is still true; keep
 		// the newer one in memory only.
@@ -355,17 +363,44 @@ func (s *session) deliverBatch(ctx context.Context) (full bool, err error) {
 		return false, nil
 	}
 	s.events = toEvents(b.Rows, s.events[:0])
-	if err := s.deliver(ctx, s.events); err != nil {
+
+	var (
+		ahead    sqlkit.Batch
+		aheadErr error
+		wg       sync.WaitGroup
+	)
+	if b.Full {
+		spare := s.spare
+		wg.Go(func() { ahead, aheadErr = s.fetch(ctx, next, spare) })
+	}
+	err = s.deliver(ctx, s.events)
+	wg.Wait()
+	if err != nil {
 		return false, err
 	}
-	tctx, cancel = context.WithTimeout(ctx, r.cfg.Timeout)
+	tctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
-	if err := sqlkit.SaveCursor(tctx, s.worker, r.cfg.Name, next); err != nil {
+	if err := sqlkit.SaveProgress(tctx, s.worker, r.cfg.Name, next, s.parked); err != nil {
 		return false, err
 	}
-	s.cursor = next
+	s.cursor, s.parked = next, s.parked[:0]
 	r.log.Debug("delivered batch", "events", len(b.Rows), "full", b.Full)
-	return b.Full, nil
+	if !b.Full {
+		return false, nil
+	}
+	if aheadErr != nil {
+		return false, aheadErr
+	}
+	s.ahead = &ahead
+	s.rows, s.spare = ahead.Rows, s.rows
+	return true, nil
+}
+
+// fetch reads the batch that follows cursor c into rows.
+func (s *session) fetch(ctx context.Context, c sqlkit.Cursor, rows []sqlkit.Row) (sqlkit.Batch, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.r.cfg.Timeout)
+	defer cancel()
+	return sqlkit.Fetch(ctx, s.worker, c, s.r.cfg.BatchSize, rows)
 }
 
 // pruneBatch is how many outbox rows one DELETE removes at most.
@@ -460,9 +495,7 @@ func (s *session) deliver(ctx context.Context, events []Event) error {
 					continue
 				}
 				if attempts >= r.cfg.MaxAttempts {
-					if err := s.park(ctx, h, rest[0], err, attempts); err != nil {
-						return err
-					}
+					s.park(h, rest[0], err, attempts)
 					rest, attempts = rest[1:], 0
 					continue
 				}
@@ -481,13 +514,13 @@ func (s *session) deliver(ctx context.Context, events []Event) error {
 	return nil
 }
 
-// park records e as failed so that delivery can go on without it.
-func (s *session) park(ctx context.Context, h EventHandler, e Event, cause error, attempts int) error {
-	r := s.r
-	r.log.Error("handler refused an event permanently; parked it in cdc.failed_event",
+// park sets e aside as failed so that delivery can go on without it; it is
+// recorded in cdc.failed_event together with the batch's progress.
+func (s *session) park(h EventHandler, e Event, cause error, attempts int) {
+	s.r.log.Error("handler refused an event permanently; parking it in cdc.failed_event",
 		"handler", fmt.Sprintf("%T", h), "event_id", e.ID, "table", e.Schema+"."+e.Table,
 		"attempts", attempts, "err", cause)
-	tctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
-	defer cancel()
-	return sqlkit.ParkEvent(tctx, s.worker, r.cfg.Name, e.Txid, e.ID, fmt.Sprintf("%T", h), cause.Error(), attempts)
+	s.parked = append(s.parked, sqlkit.ParkedEvent{
+		Txid: e.Txid, ID: e.ID, Handler: fmt.Sprintf("%T", h), Error: cause.Error(), Attempts: attempts,
+	})
 }

@@ -14,11 +14,31 @@ var (
 	sqlFailedCount   = query("failed_count")
 )
 
-// ParkEvent records outbox row (txid, id) as failed for the relay called
-// name: handler refused it with errText after attempts tries.
-func ParkEvent(ctx context.Context, db DB, name string, txid uint64, id int64, handler, errText string, attempts int) error {
-	if _, err := db.Exec(ctx, sqlParkEvent, name, txid, id, handler, errText, attempts); err != nil {
-		return fmt.Errorf("park event %d: %w", id, err)
+// ParkedEvent is an outbox row a handler refused permanently.
+type ParkedEvent struct {
+	Txid     uint64
+	ID       int64
+	Handler  string
+	Error    string
+	Attempts int
+}
+
+// SaveProgress records, in one transaction, that the relay called name has
+// reached cursor c, and parks the events it gave up on on the way.
+func SaveProgress(ctx context.Context, db DB, name string, c Cursor, parked []ParkedEvent) error {
+	if len(parked) == 0 {
+		return SaveCursor(ctx, db, name, c)
+	}
+	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		for _, p := range parked {
+			if _, err := tx.Exec(ctx, sqlParkEvent, name, p.Txid, p.ID, p.Handler, p.Error, p.Attempts); err != nil {
+				return fmt.Errorf("park event %d: %w", p.ID, err)
+			}
+		}
+		return SaveCursor(ctx, tx, name, c)
+	})
+	if err != nil {
+		return fmt.Errorf("save progress: %w", err)
 	}
 	return nil
 }
