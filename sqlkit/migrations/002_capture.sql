@@ -19,15 +19,51 @@ CREATE OR REPLACE FUNCTION cdc.capture() RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- The JSON must not depend on the writer's session settings.
+SET TimeZone = 'UTC'
+SET IntervalStyle = 'postgres'
+SET bytea_output = 'hex'
+SET extra_float_digits = 3
 AS $fn$
 DECLARE
     keys    text[];
     onekey  text;
     written bigint;
+    sch     text := TG_TABLE_SCHEMA;
+    rel     text := TG_TABLE_NAME;
 BEGIN
+    -- On a partition (installed with the argument 'partition'), the event
+    -- is named after the partitioned table at the root, whose channel
+    -- consumers listen on. Statements addressed to the partitioned table
+    -- fire only its own triggers, so nothing is captured twice.
+    IF TG_NARGS > 0 AND TG_ARGV[0] = 'partition' THEN
+        SELECT n.nspname, c.relname INTO sch, rel
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.oid = pg_partition_root(TG_RELID);
+    END IF;
+
     IF TG_OP = 'TRUNCATE' THEN
-        INSERT INTO cdc.outbox (schema_name, table_name, action)
-        VALUES (TG_TABLE_SCHEMA, TG_TABLE_NAME, 'truncate');
+        -- A partition truncated on its own is reported on the partitioned
+        -- table with the partition's name in data. TRUNCATE of the
+        -- partitioned table fires its own trigger first, then its
+        -- partitions': they see its event as this transaction's latest and
+        -- add nothing.
+        IF TG_NARGS > 0 AND EXISTS (
+            SELECT 1 FROM (
+                SELECT o.action, o.data, o.schema_name, o.table_name FROM cdc.outbox o
+                WHERE o.txid = pg_current_xact_id()
+                ORDER BY o.txid DESC, o.id DESC LIMIT 1
+            ) latest
+            WHERE latest.action = 'truncate' AND latest.data IS NULL
+              AND latest.schema_name = sch AND latest.table_name = rel
+        ) THEN
+            RETURN NULL;
+        END IF;
+        INSERT INTO cdc.outbox (schema_name, table_name, action, data)
+        VALUES (sch, rel, 'truncate',
+                CASE WHEN TG_NARGS > 0 THEN
+                    jsonb_build_object('partition', TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME)
+                END);
         PERFORM pg_notify('cdc_events', pg_current_xact_id()::text);
         RETURN NULL;
     END IF;
@@ -48,7 +84,7 @@ BEGIN
     -- reference, which nearly doubled the cost of a bulk insert.
     IF TG_OP = 'INSERT' THEN
         INSERT INTO cdc.outbox (schema_name, table_name, action, key, data)
-        SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'insert',
+        SELECT sch, rel, 'insert',
                CASE WHEN onekey IS NOT NULL THEN r.d -> onekey
                     WHEN keys IS NOT NULL THEN (SELECT jsonb_object_agg(c, r.d -> c) FROM unnest(keys) c)
                END,
@@ -56,7 +92,7 @@ BEGIN
         FROM (SELECT to_jsonb(nr.*) AS d FROM new_rows nr OFFSET 0) r;
     ELSIF TG_OP = 'DELETE' THEN
         INSERT INTO cdc.outbox (schema_name, table_name, action, key, data)
-        SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'delete',
+        SELECT sch, rel, 'delete',
                CASE WHEN onekey IS NOT NULL THEN r.d -> onekey
                     WHEN keys IS NOT NULL THEN (SELECT jsonb_object_agg(c, r.d -> c) FROM unnest(keys) c)
                END,
@@ -66,20 +102,22 @@ BEGIN
         -- UPDATE: pair old and new rows by primary key. A row whose key
         -- changed has no partner and is reported as a delete of the old key
         -- and an insert of the new one; a row that did not change at all is
-        -- not reported.
+        -- not reported. Without a primary key (dropped after CDC was
+        -- enabled), rows are paired by their position in the transition
+        -- tables, which PostgreSQL fills in step, old and new together.
         WITH o AS (
             SELECT CASE WHEN onekey IS NOT NULL THEN r.d -> onekey
                         WHEN keys IS NOT NULL THEN (SELECT jsonb_object_agg(c, r.d -> c) FROM unnest(keys) c)
-                   END AS k, r.d
-            FROM (SELECT to_jsonb(orow.*) AS d FROM old_rows orow OFFSET 0) r
+                   END AS k, r.d, r.pos
+            FROM (SELECT to_jsonb(orow.*) AS d, row_number() OVER () AS pos FROM old_rows orow OFFSET 0) r
         ), n AS (
             SELECT CASE WHEN onekey IS NOT NULL THEN r.d -> onekey
                         WHEN keys IS NOT NULL THEN (SELECT jsonb_object_agg(c, r.d -> c) FROM unnest(keys) c)
-                   END AS k, r.d
-            FROM (SELECT to_jsonb(nr.*) AS d FROM new_rows nr OFFSET 0) r
+                   END AS k, r.d, r.pos
+            FROM (SELECT to_jsonb(nr.*) AS d, row_number() OVER () AS pos FROM new_rows nr OFFSET 0) r
         )
         INSERT INTO cdc.outbox (schema_name, table_name, action, key, data, changes)
-        SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME,
+        SELECT sch, rel,
                CASE WHEN o.d IS NULL THEN 'insert' WHEN n.d IS NULL THEN 'delete' ELSE 'update' END,
                coalesce(n.k, o.k),
                coalesce(n.d, o.d),
@@ -88,7 +126,8 @@ BEGIN
                     FROM jsonb_each(n.d) e
                     WHERE (o.d -> e.key) IS DISTINCT FROM e.value)
                END
-        FROM o FULL JOIN n ON o.k = n.k
+        FROM o FULL JOIN n
+          ON coalesce(o.k, to_jsonb(o.pos)) = coalesce(n.k, to_jsonb(n.pos))
         WHERE o.d IS DISTINCT FROM n.d;
     END IF;
 
@@ -167,6 +206,18 @@ BEGIN
 END
 $fn$;
 
+-- cdc.capture_targets lists tbl and, for a partitioned table, all its
+-- partitions at every level: the relations that carry its triggers.
+CREATE OR REPLACE FUNCTION cdc.capture_targets(tbl regclass)
+RETURNS TABLE (relid regclass)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT tbl
+    UNION
+    SELECT t.relid FROM pg_partition_tree(tbl) t
+$fn$;
+
 -- cdc.ensure_cdc_for installs the capture triggers on tbl and returns
 -- 'installed', or 'unchanged' when they were already in place. When all four
 -- triggers exist it does nothing and takes no lock on the table; otherwise
@@ -176,28 +227,39 @@ CREATE OR REPLACE FUNCTION cdc.ensure_cdc_for(tbl regclass) RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+DECLARE
+    part   regclass;
+    arg    text;
+    tables int;
 BEGIN
     PERFORM cdc.check_cdc_target(tbl);
 
+    -- A partitioned table's partitions get the triggers too, so that
+    -- statements addressed to a partition directly are captured as well.
+    -- Partitions created later need ensure_cdc_for to be run again.
+    SELECT count(*) INTO tables FROM cdc.capture_targets(tbl);
     IF (SELECT count(*) FROM pg_trigger t
-        WHERE t.tgrelid = tbl
+        WHERE t.tgrelid IN (SELECT ct.relid FROM cdc.capture_targets(tbl) ct)
           AND t.tgfoid = 'cdc.capture()'::regprocedure
           AND t.tgname IN ('cdc_capture_insert', 'cdc_capture_update',
-                           'cdc_capture_delete', 'cdc_capture_truncate')) = 4 THEN
+                           'cdc_capture_delete', 'cdc_capture_truncate')) = 4 * tables THEN
         RETURN 'unchanged';
     END IF;
 
-    EXECUTE format('CREATE OR REPLACE TRIGGER cdc_capture_insert AFTER INSERT ON %s '
-                   'REFERENCING NEW TABLE AS new_rows '
-                   'FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture()', tbl);
-    EXECUTE format('CREATE OR REPLACE TRIGGER cdc_capture_update AFTER UPDATE ON %s '
-                   'REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows '
-                   'FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture()', tbl);
-    EXECUTE format('CREATE OR REPLACE TRIGGER cdc_capture_delete AFTER DELETE ON %s '
-                   'REFERENCING OLD TABLE AS old_rows '
-                   'FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture()', tbl);
-    EXECUTE format('CREATE OR REPLACE TRIGGER cdc_capture_truncate AFTER TRUNCATE ON %s '
-                   'FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture()', tbl);
+    FOR part IN SELECT ct.relid FROM cdc.capture_targets(tbl) ct LOOP
+        arg := CASE WHEN part = tbl THEN '' ELSE quote_literal('partition') END;
+        EXECUTE format('CREATE OR REPLACE TRIGGER cdc_capture_insert AFTER INSERT ON %s '
+                       'REFERENCING NEW TABLE AS new_rows '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture(%s)', part, arg);
+        EXECUTE format('CREATE OR REPLACE TRIGGER cdc_capture_update AFTER UPDATE ON %s '
+                       'REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture(%s)', part, arg);
+        EXECUTE format('CREATE OR REPLACE TRIGGER cdc_capture_delete AFTER DELETE ON %s '
+                       'REFERENCING OLD TABLE AS old_rows '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture(%s)', part, arg);
+        EXECUTE format('CREATE OR REPLACE TRIGGER cdc_capture_truncate AFTER TRUNCATE ON %s '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture(%s)', part, arg);
+    END LOOP;
     RETURN 'installed';
 END
 $fn$;
@@ -211,15 +273,16 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     trig text;
+    part regclass;
     found_any boolean := false;
 BEGIN
-    FOR trig IN
-        SELECT t.tgname FROM pg_trigger t
-        WHERE t.tgrelid = tbl
+    FOR trig, part IN
+        SELECT t.tgname, t.tgrelid::regclass FROM pg_trigger t
+        WHERE t.tgrelid IN (SELECT ct.relid FROM cdc.capture_targets(tbl) ct)
           AND t.tgname IN ('cdc_capture_insert', 'cdc_capture_update',
                            'cdc_capture_delete', 'cdc_capture_truncate')
     LOOP
-        EXECUTE format('DROP TRIGGER %I ON %s', trig, tbl);
+        EXECUTE format('DROP TRIGGER %I ON %s', trig, part);
         found_any := true;
     END LOOP;
     RETURN CASE WHEN found_any THEN 'removed' ELSE 'unchanged' END;
@@ -234,6 +297,8 @@ AS $fn$
     SELECT s.tbl
     FROM (SELECT DISTINCT t.tgrelid::regclass AS tbl
           FROM pg_trigger t
-          WHERE t.tgfoid = 'cdc.capture()'::regprocedure) s
+          JOIN pg_class c ON c.oid = t.tgrelid
+          WHERE t.tgfoid = 'cdc.capture()'::regprocedure
+            AND NOT c.relispartition) s
     ORDER BY s.tbl::text
 $fn$;
