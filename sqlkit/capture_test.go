@@ -2,10 +2,10 @@ package sqlkit_test
 
 // How column values come out in the outbox's JSON (key, data and the "old"
 // and "new" of changes). cdc.capture() stores to_jsonb(row), so PostgreSQL's
-// own JSON conversion decides; TestCaptureColumnTypeMapping checks every line
-// of this table against a real server, with the writer's session at the
-// server defaults (TimeZone UTC, IntervalStyle postgres, bytea_output hex,
-// extra_float_digits 1).
+// own JSON conversion decides, under settings cdc.capture() pins (TimeZone
+// UTC, IntervalStyle postgres, bytea_output hex, extra_float_digits 3)
+// whatever the writer's session says. TestCaptureColumnTypeMapping checks
+// every line of this table against a real server.
 //
 //	SQL type               JSON                                   example
 //	---------------------  -------------------------------------  ------------------------------------
@@ -21,7 +21,7 @@ package sqlkit_test
 //	bytea                  string, "\x" + hex                     "\\xdeadbeef00"
 //	date                   string, ISO 8601                       "2024-01-02"
 //	timestamp              string, ISO 8601, no offset            "2024-02-29T12:34:56.789012"
-//	timestamptz            string, ISO 8601, writer's offset      "2024-02-29T11:34:56.789012+00:00"
+//	timestamptz            string, ISO 8601, in UTC               "2024-02-29T11:34:56.789012+00:00"
 //	timestamptz infinity   string                                 "infinity"
 //	interval               string, IntervalStyle postgres         "1 year 2 mons 3 days 04:05:06.5"
 //	int[], text[]          array, NULL elements null              [1, null, 3]
@@ -34,8 +34,8 @@ package sqlkit_test
 //	jsonb                  the value itself                       {"n": 12345678901234567890.5}
 //	jsonb 'null', NULL     null (the two cannot be told apart)    null
 //
-// bytea, timestamptz, interval and float values currently depend on the
-// writing session's settings: see TestCaptureJSONIgnoresWriterSession.
+// TestCaptureJSONIgnoresWriterSession checks that the writer's settings
+// change none of it.
 
 import (
 	"bytes"
