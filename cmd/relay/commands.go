@@ -48,39 +48,14 @@ func ensureCDCCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "schema", Usage: "schemas for --all-tables (repeatable)", Value: cli.NewStringSlice("public")},
 			&cli.BoolFlag{Name: "all-tables", Usage: "every table of the --schema schemas"},
 		},
-		Action: func(c *cli.Context) error {
-			tables, err := tableArgs(c)
-			if err != nil {
-				return err
-			}
-			conn, err := connect(c)
-			if err != nil {
-				return err
-			}
-			defer conn.Close(context.Background())
-			return withTimeout(c, func(ctx context.Context) error {
-				if err := sqlkit.Migrate(ctx, conn); err != nil {
-					return err
-				}
-				if c.Bool("all-tables") {
-					all, err := sqlkit.AllTables(ctx, conn, c.StringSlice("schema")...)
-					if err != nil {
-						return err
-					}
-					tables = append(tables, all...)
-				}
-				if len(tables) == 0 {
-					fmt.Fprintln(c.App.Writer, "no tables found")
-					return nil
-				}
-				results, err := sqlkit.EnsureCDCFor(ctx, conn, tables...)
-				if err != nil {
-					return err
-				}
-				printResults(c, results)
-				return nil
-			})
-		},
+		Action: changeTables(tableChange{
+			prepare: sqlkit.Migrate,
+			all: func(ctx context.Context, c *cli.Context, db sqlkit.DB) ([]sqlkit.Table, error) {
+				return sqlkit.AllTables(ctx, db, c.StringSlice("schema")...)
+			},
+			none:   "no tables found",
+			change: sqlkit.EnsureCDCFor,
+		}),
 	}
 }
 
@@ -92,36 +67,64 @@ func removeCDCCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "all-tables", Usage: "every table that has CDC"},
 		},
-		Action: func(c *cli.Context) error {
-			tables, err := tableArgs(c)
-			if err != nil {
+		Action: changeTables(tableChange{
+			prepare: func(context.Context, sqlkit.DB) error { return nil },
+			all: func(ctx context.Context, _ *cli.Context, db sqlkit.DB) ([]sqlkit.Table, error) {
+				return sqlkit.CDCTables(ctx, db)
+			},
+			none:   "no tables have CDC",
+			change: sqlkit.RemoveCDCFor,
+		}),
+	}
+}
+
+// tableChange is what ensure-cdc and remove-cdc differ in.
+type tableChange struct {
+	prepare func(ctx context.Context, db sqlkit.DB) error
+	// all lists the tables --all-tables means.
+	all    func(ctx context.Context, c *cli.Context, db sqlkit.DB) ([]sqlkit.Table, error)
+	none   string // printed when there is nothing to change
+	change func(ctx context.Context, db sqlkit.DB, tables ...sqlkit.Table) ([]sqlkit.TableResult, error)
+}
+
+// changeTables is the action of ensure-cdc and remove-cdc: it changes the
+// named tables (and with --all-tables the listed ones) in one transaction,
+// printing a line per table.
+func changeTables(tc tableChange) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		tables, err := tableArgs(c)
+		if err != nil {
+			return err
+		}
+		conn, err := connect(c)
+		if err != nil {
+			return err
+		}
+		defer conn.Close(context.Background())
+		return withTimeout(c, func(ctx context.Context) error {
+			if err := tc.prepare(ctx, conn); err != nil {
 				return err
 			}
-			conn, err := connect(c)
-			if err != nil {
-				return err
-			}
-			defer conn.Close(context.Background())
-			return withTimeout(c, func(ctx context.Context) error {
-				if c.Bool("all-tables") {
-					all, err := sqlkit.CDCTables(ctx, conn)
-					if err != nil {
-						return err
-					}
-					tables = append(tables, all...)
-				}
-				if len(tables) == 0 {
-					fmt.Fprintln(c.App.Writer, "no tables have CDC")
-					return nil
-				}
-				results, err := sqlkit.RemoveCDCFor(ctx, conn, tables...)
+			if c.Bool("all-tables") {
+				all, err := tc.all(ctx, c, conn)
 				if err != nil {
 					return err
 				}
-				printResults(c, results)
+				tables = append(tables, all...)
+			}
+			if len(tables) == 0 {
+				fmt.Fprintln(c.App.Writer, tc.none)
 				return nil
-			})
-		},
+			}
+			results, err := tc.change(ctx, conn, tables...)
+			if err != nil {
+				return err
+			}
+			for _, r := range results {
+				fmt.Fprintf(c.App.Writer, "%s: %s\n", r.Table, r.Status)
+			}
+			return nil
+		})
 	}
 }
 
@@ -139,12 +142,6 @@ func tableArgs(c *cli.Context) ([]sqlkit.Table, error) {
 		tables = append(tables, t)
 	}
 	return tables, nil
-}
-
-func printResults(c *cli.Context, results []sqlkit.TableResult) {
-	for _, r := range results {
-		fmt.Fprintf(c.App.Writer, "%s: %s\n", r.Table, r.Status)
-	}
 }
 
 func runCommand() *cli.Command {
