@@ -52,6 +52,9 @@ type Relay struct {
 	instance string
 	// polling is set while notifications cannot reach the relay.
 	polling atomic.Bool
+	// waiting: this relay has told writers to notify it (see
+	// session.workLoop). Only the delivery loop's goroutine uses it.
+	waiting bool
 
 	mu       sync.Mutex
 	state    state

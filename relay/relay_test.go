@@ -126,6 +126,11 @@ func (f fixture) startRelay(t *testing.T, cfg relay.Config, handlers ...relay.Ev
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 2 * time.Second
 	}
+	if cfg.PollInterval == 0 {
+		// Long, so that a missed wake-up fails the test instead of being
+		// covered up by the safety-net poll.
+		cfg.PollInterval = time.Hour
+	}
 	r, err := relay.New(cfg, handlers...)
 	require.NoError(t, err)
 	require.NoError(t, r.Start(testenv.Context(t)))

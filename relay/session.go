@@ -277,25 +277,71 @@ func (s *session) probe(ctx context.Context, seq uint64, wantEcho bool) error {
 
 // workLoop delivers the backlog, then each wake-up's new events, until the
 // session fails (error) or the relay is closed (nil).
+//
+// While it finds events it keeps reading, and tells writers not to notify
+// (sqlkit.LeaveWaiting): NOTIFY serialises concurrent commits. Before it
+// sleeps it asks for notifications again (sqlkit.EnterWaiting), then makes
+// sure that no writer that decided not to notify is still in flight: such a
+// writer holds its lock on the outbox until its rows are visible, so once
+// none is left, one more read finds everything and a notification will
+// announce anything newer.
 func (s *session) workLoop(ctx context.Context) error {
 	r := s.r
 	if err := s.acquire(ctx); err != nil || r.stopping(ctx) {
 		return err
 	}
+	defer s.leaveWaiting()
+	if err := s.resetWaiting(ctx); err != nil {
+		return err
+	}
 	poll := time.NewTicker(r.cfg.PollInterval)
 	defer poll.Stop()
+	// settled: since this relay last entered the waiting state, no writer
+	// was in flight and the outbox was read after that; from then on,
+	// notifications announce every new event.
+	settled := false
+	backoff := time.Duration(0)
 	for {
 		if r.stopping(ctx) {
 			return nil
 		}
-		full, err := s.deliverBatch(ctx)
+		res, err := s.deliverBatch(ctx)
 		if err != nil {
 			return err
 		}
-		if full {
+		if res.events > 0 {
+			// Several transactions in one batch: writers are busy, and
+			// this relay reads again anyway.
+			if res.transactions > 1 && r.waiting {
+				if err := s.wait(ctx, false); err != nil {
+					return err
+				}
+			}
 			continue
 		}
-		if err := s.prune(ctx); err != nil {
+		if !r.waiting {
+			if err := s.wait(ctx, true); err != nil {
+				return err
+			}
+			settled = false
+		}
+		var again <-chan time.Time // nil: wait for a notification
+		if !settled {
+			// Writers that decided not to notify before EnterWaiting
+			// hold their outbox lock until their rows are visible.
+			inFlight, err := s.writersInFlight(ctx)
+			if err != nil {
+				return err
+			}
+			if !inFlight {
+				settled, backoff = true, 0
+				continue // one more read finds them all; newer ones notify
+			}
+			// Look again shortly; backing off, so that a long-running
+			// writer costs little.
+			backoff = min(max(2*backoff, time.Millisecond), 100*time.Millisecond)
+			again = time.After(backoff)
+		} else if err := s.prune(ctx); err != nil {
 			return err
 		}
 		select {
@@ -305,8 +351,52 @@ func (s *session) workLoop(ctx context.Context) error {
 			return nil
 		case <-s.wake:
 		case <-poll.C:
+		case <-again:
 		}
 	}
+}
+
+// wait enters (on) or leaves (off) the waiting state of sqlkit.EnterWaiting.
+func (s *session) wait(ctx context.Context, on bool) error {
+	ctx, cancel := context.WithTimeout(ctx, s.r.cfg.Timeout)
+	defer cancel()
+	if on {
+		if err := sqlkit.EnterWaiting(ctx, s.worker); err != nil {
+			return err
+		}
+	} else if err := sqlkit.LeaveWaiting(ctx, s.worker); err != nil {
+		return err
+	}
+	s.r.waiting = on
+	return nil
+}
+
+// resetWaiting starts a session not waiting: it undoes the previous
+// session's EnterWaiting, and clears those of relays that went away without
+// undoing theirs when this one is alone.
+func (s *session) resetWaiting(ctx context.Context) error {
+	if s.r.waiting {
+		if err := s.wait(ctx, false); err != nil {
+			return err
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.r.cfg.Timeout)
+	defer cancel()
+	return sqlkit.ResetWaiting(ctx, s.worker)
+}
+
+// leaveWaiting undoes EnterWaiting when the session ends, if the connection
+// still works; otherwise the next session does.
+func (s *session) leaveWaiting() {
+	if s.r.waiting {
+		_ = s.wait(context.Background(), false)
+	}
+}
+
+func (s *session) writersInFlight(ctx context.Context) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.r.cfg.Timeout)
+	defer cancel()
+	return sqlkit.WritersInFlight(ctx, s.worker)
 }
 
 // acquire makes this relay the one delivering for its cursor name, standing
@@ -343,19 +433,24 @@ func (s *session) acquire(ctx context.Context) error {
 	return nil
 }
 
+// batchResult says what deliverBatch did.
+type batchResult struct {
+	events       int // delivered
+	transactions int // how many transactions they came from
+}
+
 // deliverBatch delivers one batch to every handler and records it as
 // delivered. When the batch is full, the next one is read while the
 // handlers work, so that PostgreSQL and the handlers (Redis) are busy at the
-// same time; it is delivered by the next call. deliverBatch reports whether
-// more events may be waiting.
-func (s *session) deliverBatch(ctx context.Context) (more bool, err error) {
+// same time; it is delivered by the next call.
+func (s *session) deliverBatch(ctx context.Context) (res batchResult, err error) {
 	r := s.r
 	b := s.ahead
 	s.ahead = nil
 	if b == nil {
 		fetched, err := s.fetch(ctx, s.cursor, s.rows)
 		if err != nil {
-			return false, err
+			return res, err
 		}
 		b = &fetched
 	}
@@ -365,9 +460,16 @@ func (s *session) deliverBatch(ctx context.Context) (more bool, err error) {
 		// Nothing was delivered, so the saved cursor is still true; keep
 		// the newer one in memory only.
 		s.cursor = next
-		return false, nil
+		return res, nil
 	}
 	s.events = toEvents(b.Rows, s.events[:0])
+	res.events = len(s.events)
+	res.transactions = 1
+	for i := 1; i < len(s.events); i++ {
+		if s.events[i].Txid != s.events[i-1].Txid {
+			res.transactions++
+		}
+	}
 
 	var (
 		ahead    sqlkit.Batch
@@ -381,24 +483,24 @@ func (s *session) deliverBatch(ctx context.Context) (more bool, err error) {
 	err = s.deliver(ctx, s.events)
 	wg.Wait()
 	if err != nil {
-		return false, err
+		return res, err
 	}
 	tctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
 	if err := sqlkit.SaveProgress(tctx, s.worker, r.cfg.Name, next, s.parked); err != nil {
-		return false, err
+		return res, err
 	}
 	s.cursor, s.parked = next, s.parked[:0]
 	r.log.Debug("delivered batch", "events", len(b.Rows), "full", b.Full)
 	if !b.Full {
-		return false, nil
+		return res, nil
 	}
 	if aheadErr != nil {
-		return false, aheadErr
+		return res, aheadErr
 	}
 	s.ahead = &ahead
 	s.rows, s.spare = ahead.Rows, s.rows
-	return true, nil
+	return res, nil
 }
 
 // fetch reads the batch that follows cursor c into rows.

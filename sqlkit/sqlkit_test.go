@@ -128,6 +128,11 @@ func TestCaptureNotifiesOncePerTransaction(t *testing.T) {
 	_, err = listener.Exec(ctx, "LISTEN "+sqlkit.NotifyChannel)
 	require.NoError(t, err)
 
+	// No relay waits: writers do not notify.
+	_, err = pool.Exec(ctx, "INSERT INTO items VALUES (100, 'unheard')")
+	require.NoError(t, err)
+	require.NoError(t, sqlkit.EnterWaiting(ctx, pool))
+
 	var txid uint64
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		for i := range 5 {
@@ -153,6 +158,41 @@ func TestCaptureNotifiesOncePerTransaction(t *testing.T) {
 	n, err = listener.WaitForNotification(ctx)
 	require.NoError(t, err)
 	require.NotEqual(t, jsonNumber(txid), n.Payload)
+
+	// The relay is busy again: no more notifications. The next one heard
+	// is from after it waits again.
+	require.NoError(t, sqlkit.LeaveWaiting(ctx, pool))
+	_, err = pool.Exec(ctx, "DELETE FROM items WHERE id = 1")
+	require.NoError(t, err)
+	require.NoError(t, sqlkit.EnterWaiting(ctx, pool))
+	var last uint64
+	require.NoError(t, pool.QueryRow(ctx, "DELETE FROM items WHERE id = 2 RETURNING pg_current_xact_id()::text::bigint").Scan(&last))
+	n, err = listener.WaitForNotification(ctx)
+	require.NoError(t, err)
+	require.Equal(t, jsonNumber(last), n.Payload)
+}
+
+func TestWritersInFlight(t *testing.T) {
+	t.Parallel()
+	ctx, pool := setup(t, `CREATE TABLE items (id int PRIMARY KEY)`)
+	_, err := sqlkit.EnsureCDCFor(ctx, pool, sqlkit.Table{Name: "items"})
+	require.NoError(t, err)
+	busy, err := sqlkit.WritersInFlight(ctx, pool)
+	require.NoError(t, err)
+	require.False(t, busy)
+
+	tx, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(ctx) //nolint:errcheck
+	_, err = tx.Exec(ctx, "INSERT INTO items VALUES (1)")
+	require.NoError(t, err)
+	busy, err = sqlkit.WritersInFlight(ctx, pool)
+	require.NoError(t, err)
+	require.True(t, busy, "an open transaction that wrote to the outbox")
+	require.NoError(t, tx.Commit(ctx))
+	busy, err = sqlkit.WritersInFlight(ctx, pool)
+	require.NoError(t, err)
+	require.False(t, busy)
 }
 
 func jsonNumber(u uint64) string {

@@ -35,3 +35,14 @@ CREATE TABLE cdc.relay_cursor (
 
 COMMENT ON TABLE cdc.relay_cursor IS
     'pgrelay: delivery position of each relay (one row per relay name)';
+
+-- Whether any relay is waiting for a notification: relays nextval()
+-- relay_wake_enter when they start waiting and relay_wake_leave when they
+-- stop, and the capture trigger notifies only while enter is ahead of leave.
+-- A busy relay reads the outbox again anyway, and NOTIFY serialises the
+-- commits of every notifying transaction in the cluster, so skipping it
+-- under load keeps concurrent writers fast. Sequences, because they are read
+-- outside any snapshot: a REPEATABLE READ writer still sees the current state.
+CREATE SEQUENCE cdc.relay_wake_enter;
+CREATE SEQUENCE cdc.relay_wake_leave;
+SELECT nextval('cdc.relay_wake_enter'), nextval('cdc.relay_wake_leave');

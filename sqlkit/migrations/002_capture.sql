@@ -7,7 +7,8 @@
 -- tables, so a 1,000-row INSERT costs one INSERT ... SELECT into the outbox,
 -- and it sends at most one NOTIFY per transaction: the payload is the
 -- transaction id, identical within a transaction, and PostgreSQL folds
--- identical notifications of one transaction into one.
+-- identical notifications of one transaction into one. It sends none while
+-- every relay is busy reading the outbox anyway.
 --
 -- SECURITY DEFINER with a pinned search_path: application roles need no
 -- privilege on cdc.*, and a hostile search_path cannot substitute functions
@@ -64,7 +65,9 @@ BEGIN
                 CASE WHEN TG_NARGS > 0 THEN
                     jsonb_build_object('partition', TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME)
                 END);
-        PERFORM pg_notify('cdc_events', pg_current_xact_id()::text);
+        IF pg_sequence_last_value('cdc.relay_wake_enter') > pg_sequence_last_value('cdc.relay_wake_leave') THEN
+            PERFORM pg_notify('cdc_events', pg_current_xact_id()::text);
+        END IF;
         RETURN NULL;
     END IF;
 
@@ -131,8 +134,12 @@ BEGIN
         WHERE o.d IS DISTINCT FROM n.d;
     END IF;
 
+    -- Notify only when a relay waits for it (see cdc.relay_wake_enter), and
+    -- only after the outbox rows are written: the relay relies on a writer
+    -- that saw no waiting relay still holding its lock on cdc.outbox.
     GET DIAGNOSTICS written = ROW_COUNT;
-    IF written > 0 THEN
+    IF written > 0
+       AND pg_sequence_last_value('cdc.relay_wake_enter') > pg_sequence_last_value('cdc.relay_wake_leave') THEN
         PERFORM pg_notify('cdc_events', pg_current_xact_id()::text);
     END IF;
     RETURN NULL;

@@ -1,0 +1,51 @@
+package sqlkit
+
+import (
+	"context"
+	"fmt"
+)
+
+var (
+	sqlWakeEnter       = query("wake_enter")
+	sqlWakeLeave       = query("wake_leave")
+	sqlWakeReset       = query("wake_reset")
+	sqlWritersInFlight = query("writers_in_flight")
+)
+
+// EnterWaiting tells capture triggers that a relay waits for notifications:
+// from now on, writers NOTIFY. Follow it with WritersInFlight before relying
+// on notifications, for the writers that decided before.
+func EnterWaiting(ctx context.Context, db DB) error {
+	if _, err := db.Exec(ctx, sqlWakeEnter); err != nil {
+		return fmt.Errorf("enter waiting: %w", err)
+	}
+	return nil
+}
+
+// LeaveWaiting undoes one EnterWaiting: a busy relay needs no notifications.
+func LeaveWaiting(ctx context.Context, db DB) error {
+	if _, err := db.Exec(ctx, sqlWakeLeave); err != nil {
+		return fmt.Errorf("leave waiting: %w", err)
+	}
+	return nil
+}
+
+// ResetWaiting forgets the waiting relays that disappeared without
+// LeaveWaiting, provided the caller is the only relay holding a cursor lock
+// (TryLockCursor) in the database.
+func ResetWaiting(ctx context.Context, db DB) error {
+	if _, err := db.Exec(ctx, sqlWakeReset); err != nil {
+		return fmt.Errorf("reset waiting relays: %w", err)
+	}
+	return nil
+}
+
+// WritersInFlight reports whether another session is writing to the outbox
+// in a transaction that has not ended yet.
+func WritersInFlight(ctx context.Context, db DB) (bool, error) {
+	var busy bool
+	if err := db.QueryRow(ctx, sqlWritersInFlight).Scan(&busy); err != nil {
+		return false, fmt.Errorf("look for writers in flight: %w", err)
+	}
+	return busy, nil
+}
