@@ -1,0 +1,481 @@
+// Command bench is pgrelay's benchmark suite. It measures, against real
+// PostgreSQL and Redis servers, what CDC costs writers and how fast, how
+// promptly and in how little memory the relay delivers, and writes the
+// results as a Markdown report:
+//
+//	go run ./internal/bench -out BENCHMARKS.md      # the full suite, under 8 minutes
+//	go run ./internal/bench -quick -out /tmp/b.md   # a smoke run of about a minute
+//	go run ./internal/bench -only drain,latency     # a subset
+//
+// The servers are TEST_DATABASE_URL and TEST_REDIS_URL, as for the tests.
+// The suite works in a database of its own, pgrelay_bench_<random>, dropped
+// at the end (also on error and Ctrl-C), and in a schema whose name is unique
+// to the run, so that its Redis channel cannot collide with anyone else's.
+//
+// Timings are never assertions: every figure is reported with its target
+// and whether it was met. The exit status is non-zero only when a
+// measurement could not be completed.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+)
+
+// Defaults used when the environment names no servers, as in the tests.
+const (
+	defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+	defaultRedisURL    = "redis://127.0.0.1:6379/0"
+)
+
+// config holds the sizes, durations and round counts of one run.
+type config struct {
+	quick bool
+
+	clients int // concurrent writers wherever several are used
+
+	bulkRounds     int
+	bulkStatements int
+
+	concRounds   int
+	concDuration time.Duration
+
+	updRounds int
+	updRows   int64
+
+	drainRounds int
+	drainEvents int64
+	naiveEvents int64
+
+	slowConns, fastConns int
+	latRounds            int
+	latDuration          time.Duration
+	fastRounds           int
+	fastDuration         time.Duration
+
+	memSizes  []int64
+	memRounds int
+
+	sustainDuration time.Duration
+	sampleEvery     time.Duration
+
+	largeTxRows   int64
+	largeTxRounds int
+}
+
+// fullConfig is sized to finish the whole suite in under 8 minutes on two
+// cores.
+func fullConfig() config {
+	return config{
+		clients:        8,
+		bulkRounds:     5,
+		bulkStatements: 50,
+		concRounds:     3,
+		concDuration:   3 * time.Second,
+		updRounds:      3,
+		updRows:        50_000,
+		drainRounds:    3,
+		drainEvents:    200_000,
+		naiveEvents:    20_000,
+		slowConns:      4,
+		fastConns:      8,
+		latRounds:      3,
+		latDuration:    10 * time.Second,
+		fastRounds:     3,
+		fastDuration:   10 * time.Second / 3,
+		memSizes:       []int64{100_000, 1_000_000},
+		memRounds:      3,
+
+		sustainDuration: 60 * time.Second,
+		sampleEvery:     5 * time.Second,
+		largeTxRows:     100_000,
+		largeTxRounds:   3,
+	}
+}
+
+// quickConfig is a smoke run of about a minute: every code path, small
+// sizes, few rounds.
+func quickConfig() config {
+	c := fullConfig()
+	c.quick = true
+	c.bulkRounds, c.bulkStatements = 2, 20
+	c.concRounds, c.concDuration = 2, time.Second
+	c.updRounds, c.updRows = 2, 10_000
+	c.drainRounds, c.drainEvents, c.naiveEvents = 2, 50_000, 5_000
+	c.latRounds, c.latDuration = 2, 5*time.Second
+	c.fastRounds, c.fastDuration = 2, 2*time.Second
+	c.memSizes, c.memRounds = []int64{20_000, 100_000}, 1
+	c.sustainDuration = 15 * time.Second
+	c.largeTxRows, c.largeTxRounds = 20_000, 2
+	return c
+}
+
+// benchmark is one measurement of the suite.
+type benchmark struct {
+	key   string
+	title string
+	run   func(ctx context.Context, e *env, sec *Section) error
+	// needsBinary marks the measurements that run the relay binary.
+	needsBinary bool
+}
+
+var suite = []benchmark{
+	{key: "bulk-insert", title: "Write overhead: bulk INSERT", run: runBulkInsert},
+	{key: "concurrent-insert", title: "Write overhead: concurrent single-row INSERT", run: runConcurrentInsert},
+	{key: "update-delete", title: "UPDATE and DELETE overhead", run: runUpdateDelete},
+	{key: "drain", title: "Drain throughput", run: runDrain},
+	{key: "latency", title: "End-to-end latency", run: runLatency},
+	{key: "memory", title: "Relay memory", run: runMemory, needsBinary: true},
+	{key: "sustained", title: "Sustained load", run: runSustained},
+	{key: "large-tx", title: "Large transaction", run: runLargeTx, needsBinary: true},
+}
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	out := flag.String("out", "BENCHMARKS.md", "write the Markdown report to `FILE`")
+	quick := flag.Bool("quick", false, "fewer rounds and smaller sizes: a smoke run of about a minute")
+	only := flag.String("only", "", "run only these measurements, comma-separated: "+keys())
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run, in-process relays included, to `FILE`")
+	flag.Parse()
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "bench: unexpected argument %q\n", flag.Arg(0))
+		return 2
+	}
+	selected, err := selectBenchmarks(*only)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		return 2
+	}
+	cfg := fullConfig()
+	if *quick {
+		cfg = quickConfig()
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		// After the first Ctrl-C the run winds down and cleans up; a
+		// second one kills it the usual way.
+		<-ctx.Done()
+		stop()
+	}()
+
+	e, cleanup, err := newEnv(ctx, cfg, selected)
+	if cleanup != nil {
+		defer cleanup()
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		return 1
+	}
+	header := e.describe(ctx)
+	if *cpuProfile != "" {
+		stopProfile, err := startProfile(*cpuProfile)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+			return 1
+		}
+		defer stopProfile()
+	}
+
+	var sections []*Section
+	failed := false
+	for _, b := range selected {
+		if ctx.Err() != nil {
+			break
+		}
+		sec := &Section{Key: b.key, Title: b.title}
+		e.progress("%s: start", b.key)
+		if err := b.run(ctx, e, sec); err != nil {
+			sec.Err = err
+			failed = true
+			e.progress("%s: FAILED: %v", b.key, err)
+		}
+		sections = append(sections, sec)
+	}
+	if ctx.Err() != nil {
+		fmt.Fprintln(os.Stderr, "bench: interrupted; no report written")
+		return 130
+	}
+
+	header.Duration = time.Since(e.started)
+	header.LoadAfter = loadAverage()
+	header.Command = "go run ./internal/bench " + strings.Join(os.Args[1:], " ")
+	if err := writeFile(*out, header, sections); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		return 1
+	}
+	e.progress("wrote %s (total %s)", *out, header.Duration.Round(time.Second))
+	if failed {
+		return 1
+	}
+	return 0
+}
+
+// startProfile starts CPU profiling into path and returns the function that
+// stops it and closes the file.
+func startProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}, nil
+}
+
+func keys() string {
+	ks := make([]string, len(suite))
+	for i, b := range suite {
+		ks[i] = b.key
+	}
+	return strings.Join(ks, ",")
+}
+
+// selectBenchmarks parses -only; empty selects the whole suite, always in
+// the suite's own order.
+func selectBenchmarks(only string) ([]benchmark, error) {
+	if only == "" {
+		return suite, nil
+	}
+	want := map[string]bool{}
+	for _, k := range strings.Split(only, ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			want[k] = true
+		}
+	}
+	var sel []benchmark
+	for _, b := range suite {
+		if want[b.key] {
+			sel = append(sel, b)
+			delete(want, b.key)
+		}
+	}
+	for k := range want {
+		return nil, fmt.Errorf("unknown measurement %q (known: %s)", k, keys())
+	}
+	if len(sel) == 0 {
+		return nil, errors.New("-only selects nothing")
+	}
+	return sel, nil
+}
+
+// newEnv connects, creates the run's database, schema and tables, and builds
+// the relay binary if a selected measurement needs it. cleanup, when not
+// nil, must be called even if err is not nil: it drops whatever was created.
+func newEnv(ctx context.Context, cfg config, selected []benchmark) (e *env, cleanup func(), err error) {
+	suffix := randomHex(6)
+	e = &env{
+		cfg:      cfg,
+		started:  time.Now(),
+		adminURL: envOr("TEST_DATABASE_URL", defaultDatabaseURL),
+		redisURL: envOr("TEST_REDIS_URL", defaultRedisURL),
+		dbName:   databasePrefix + suffix,
+		schema:   "bench_" + suffix,
+		relayLg: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).
+			With("in", "in-process relay"),
+	}
+	var undo []func()
+	cleanup = func() {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	}
+	if e.redis, err = redis.ParseURL(e.redisURL); err != nil {
+		return nil, cleanup, fmt.Errorf("TEST_REDIS_URL: %w", err)
+	}
+	rdb := e.newRedis()
+	err = rdb.Ping(ctx).Err()
+	_ = rdb.Close()
+	if err != nil {
+		return nil, cleanup, fmt.Errorf("connect to Redis (set TEST_REDIS_URL): %w", err)
+	}
+	if e.dbURL, err = withDatabase(e.adminURL, e.dbName); err != nil {
+		return nil, cleanup, err
+	}
+
+	for _, b := range selected {
+		if b.needsBinary {
+			dir, err := os.MkdirTemp("", "pgrelay-bench-")
+			if err != nil {
+				return nil, cleanup, err
+			}
+			undo = append(undo, func() { _ = os.RemoveAll(dir) })
+			e.progress("building the relay binary")
+			// A build failure fails only the measurements that need
+			// the binary; the others still run.
+			e.relayBin, e.relayBinErr = buildRelay(ctx, dir)
+			if e.relayBinErr != nil {
+				e.progress("%v", e.relayBinErr)
+			}
+			break
+		}
+	}
+
+	drop, err := e.createDatabase(ctx)
+	if err != nil {
+		return nil, cleanup, err
+	}
+	undo = append(undo, drop)
+	e.progress("created database %s", e.dbName)
+	if e.pool, err = pgxpool.New(ctx, e.dbURL); err != nil {
+		return nil, cleanup, err
+	}
+	undo = append(undo, e.pool.Close)
+	if err := e.setup(ctx); err != nil {
+		return nil, cleanup, fmt.Errorf("set up: %w", err)
+	}
+	return e, cleanup, nil
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func writeFile(path string, h Header, sections []*Section) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := writeReport(f, h, sections); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// describe collects the machine and server facts for the report's header.
+// Whatever cannot be read is reported as unknown rather than failing the
+// run.
+func (e *env) describe(ctx context.Context) Header {
+	h := Header{
+		Date:       time.Now(),
+		Cores:      runtime.NumCPU(),
+		CPUModel:   procField("/proc/cpuinfo", "model name", "unknown CPU"),
+		MemTotal:   memTotal(),
+		Go:         runtime.Version(),
+		Quick:      e.cfg.quick,
+		Postgres:   "unknown",
+		PGSettings: "unknown",
+		Redis:      "unknown",
+		Revision:   revision(),
+		LoadBefore: loadAverage(),
+	}
+	_ = e.pool.QueryRow(ctx, "SELECT version()").Scan(&h.Postgres)
+	var settings []string
+	for _, name := range []string{"shared_buffers", "fsync", "synchronous_commit", "wal_level", "max_wal_size", "autovacuum"} {
+		var v string
+		if err := e.pool.QueryRow(ctx, "SELECT current_setting($1)", name).Scan(&v); err == nil {
+			settings = append(settings, "`"+name+" = "+v+"`")
+		}
+	}
+	if len(settings) > 0 {
+		h.PGSettings = strings.Join(settings, ", ")
+	}
+	rdb := e.newRedis()
+	defer rdb.Close()
+	if info, err := rdb.Info(ctx, "server").Result(); err == nil {
+		for _, line := range strings.Split(info, "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "redis_version:"); ok {
+				h.Redis = "Redis " + v
+			}
+		}
+	}
+	return h
+}
+
+// procField returns the value of the first "name: value" line of a /proc
+// file, or def.
+func procField(path, name, def string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return def
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if ok && strings.TrimSpace(k) == name {
+			return strings.TrimSpace(v)
+		}
+	}
+	return def
+}
+
+// memTotal returns the machine's memory from /proc/meminfo, in GiB.
+func memTotal() string {
+	f := strings.Fields(procField("/proc/meminfo", "MemTotal", ""))
+	if len(f) != 2 || f[1] != "kB" {
+		return "unknown"
+	}
+	kb, err := strconv.ParseFloat(f[0], 64)
+	if err != nil {
+		return "unknown"
+	}
+	return strconv.FormatFloat(kb/(1<<20), 'f', 1, 64) + " GiB"
+}
+
+// revision names the commit the suite was built from, and whether tracked
+// files differed from it, since the code measured may be changing while
+// the team works. It uses read-only git commands only.
+func revision() string {
+	root, err := moduleRoot()
+	if err != nil {
+		return "unknown"
+	}
+	git := func(args ...string) *exec.Cmd {
+		cmd := exec.Command("git", args...)
+		cmd.Dir = root
+		return cmd
+	}
+	out, err := git("rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "unknown (not a git checkout)"
+	}
+	rev := "commit " + strings.TrimSpace(string(out))
+	// diff-index exits 1 when tracked files differ from HEAD. It compares
+	// against the index's cached file stats without refreshing them, so it
+	// may report a file that was only touched: hence "may include".
+	if err := git("diff-index", "--quiet", "HEAD", "--").Run(); err != nil {
+		rev += " (the working tree may include uncommitted changes)"
+	}
+	return rev
+}
+
+// loadAverage returns the 1, 5 and 15 minute load averages: other work on
+// the machine is the first suspect when figures vary between runs.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
