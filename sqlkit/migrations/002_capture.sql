@@ -32,6 +32,8 @@ DECLARE
     written bigint;
     sch     text := TG_TABLE_SCHEMA;
     rel     text := TG_TABLE_NAME;
+    gen     bigint;
+    cached  text;
 BEGIN
     -- On a partition (installed with the argument 'partition'), the event
     -- is named after the partitioned table at the root, whose channel
@@ -71,13 +73,31 @@ BEGIN
         RETURN NULL;
     END IF;
 
-    -- Primary-key columns, looked up per statement so that renamed columns
-    -- and a replaced key are always current.
-    SELECT array_agg(a.attname::text ORDER BY k.pos) INTO keys
-    FROM pg_index i
-    CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, pos)
-    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-    WHERE i.indrelid = TG_RELID AND i.indisprimary AND k.pos <= i.indnkeyatts;
+    -- Primary-key columns. The catalog lookup costs more than the rest of a
+    -- one-row statement's capture, so its result is kept for the session
+    -- in the setting cdc.keys_<table oid>, tagged with the DDL generation:
+    -- the event trigger cdc.ddl_changed (installed when migrations ran as
+    -- superuser) bumps cdc.ddl_generation on every ALTER TABLE, so renamed
+    -- or replaced key columns are looked up again. Without the event
+    -- trigger, nothing is cached.
+    gen := CASE WHEN to_regclass('cdc.ddl_generation') IS NOT NULL
+                THEN pg_sequence_last_value('cdc.ddl_generation') END;
+    IF gen IS NOT NULL THEN
+        cached := current_setting('cdc.keys_' || TG_RELID::oid::text, true);
+        IF cached LIKE gen::text || ':%' THEN
+            keys := substr(cached, length(gen::text) + 2)::text[];
+        END IF;
+    END IF;
+    IF keys IS NULL THEN
+        SELECT array_agg(a.attname::text ORDER BY k.pos) INTO keys
+        FROM pg_index i
+        CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, pos)
+        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+        WHERE i.indrelid = TG_RELID AND i.indisprimary AND k.pos <= i.indnkeyatts;
+        IF gen IS NOT NULL AND keys IS NOT NULL THEN
+            PERFORM set_config('cdc.keys_' || TG_RELID::oid::text, gen::text || ':' || keys::text, false);
+        END IF;
+    END IF;
     IF cardinality(keys) = 1 THEN
         onekey := keys[1];
     END IF;
