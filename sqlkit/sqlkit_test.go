@@ -411,3 +411,29 @@ func TestPruneKeepsWhatAnyRelayHasNotDelivered(t *testing.T) {
 	require.EqualValues(t, 6, n)
 	require.Zero(t, count())
 }
+
+// TestCaptureKeyCacheFollowsDDL changes a table's primary key under one
+// session, which caches the key columns: every event still carries the key
+// the table has when the row is written.
+func TestCaptureKeyCacheFollowsDDL(t *testing.T) {
+	t.Parallel()
+	ctx, pool := setup(t, `CREATE TABLE items (id int PRIMARY KEY, code text NOT NULL)`)
+	_, err := sqlkit.EnsureCDCFor(ctx, pool, sqlkit.Table{Name: "items"})
+	require.NoError(t, err)
+	conn := mustConn(t, ctx, pool)
+	for _, sql := range []string{
+		`INSERT INTO items VALUES (1, 'a')`,
+		`ALTER TABLE items RENAME COLUMN id TO ident`,
+		`INSERT INTO items VALUES (2, 'b')`,
+		`ALTER TABLE items DROP CONSTRAINT items_pkey, ADD PRIMARY KEY (code)`,
+		`INSERT INTO items VALUES (3, 'c')`,
+	} {
+		_, err := conn.Exec(ctx, sql)
+		require.NoError(t, err, sql)
+	}
+	var keys []any
+	for _, r := range readOutbox(t, ctx, pool) {
+		keys = append(keys, r.Key)
+	}
+	require.Equal(t, []any{1.0, 2.0, "c"}, keys)
+}
