@@ -1,6 +1,7 @@
 package main
 
 import (
+	_ "embed"
 	"fmt"
 	"io"
 	"strings"
@@ -151,7 +152,7 @@ func writeReport(w io.Writer, h Header, sections []*Section) error {
 			fmt.Fprintf(&b, "Notes: %s\n\n", strings.Join(s.Notes, " "))
 		}
 	}
-	b.WriteString("## What was tried\n\n(filled in by the engineers)\n")
+	b.WriteString(triedNotes)
 	_, err := io.WriteString(w, b.String())
 	return err
 }
@@ -204,3 +205,9 @@ func minMax(vs []float64) (lo, hi float64) {
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
+
+// triedNotes is the engineers' account of what was tried, kept in
+// tried.md so that regenerating BENCHMARKS.md keeps it.
+//
+//go:embed tried.md
+var triedNotes string
