@@ -152,11 +152,17 @@ func redisClient(c *cli.Context) (*redis.Client, error) {
 	return redis.NewClient(opts), nil
 }
 
-// withTimeout bounds a one-shot command's database work.
-func withTimeout(c *cli.Context, f func(ctx context.Context) error) error {
+// withDB connects to --database-url and runs a one-shot command's database
+// work f on the connection, bounded in time.
+func withDB(c *cli.Context, f func(ctx context.Context, conn *pgx.Conn) error) error {
+	conn, err := connect(c)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
 	ctx, cancel := context.WithTimeout(c.Context, 10*c.Duration(flagTimeout)+time.Second)
 	defer cancel()
-	return f(ctx)
+	return f(ctx, conn)
 }
 
 // quietRedisLogger drops go-redis's internal messages (its dial retries):

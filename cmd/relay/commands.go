@@ -23,12 +23,7 @@ func migrateCommand() *cli.Command {
 		Name:  "migrate",
 		Usage: "install or upgrade the cdc schema (safe to run any number of times)",
 		Action: func(c *cli.Context) error {
-			conn, err := connect(c)
-			if err != nil {
-				return err
-			}
-			defer conn.Close(context.Background())
-			return withTimeout(c, func(ctx context.Context) error {
+			return withDB(c, func(ctx context.Context, conn *pgx.Conn) error {
 				if err := sqlkit.Migrate(ctx, conn); err != nil {
 					return err
 				}
@@ -96,12 +91,7 @@ func changeTables(tc tableChange) cli.ActionFunc {
 		if err != nil {
 			return err
 		}
-		conn, err := connect(c)
-		if err != nil {
-			return err
-		}
-		defer conn.Close(context.Background())
-		return withTimeout(c, func(ctx context.Context) error {
+		return withDB(c, func(ctx context.Context, conn *pgx.Conn) error {
 			if err := tc.prepare(ctx, conn); err != nil {
 				return err
 			}
@@ -250,13 +240,10 @@ func statusCommand() *cli.Command {
 			&cli.BoolFlag{Name: "json", Usage: "print JSON, for scripts"},
 		},
 		Action: func(c *cli.Context) error {
-			conn, err := connect(c)
-			if err != nil {
-				return err
-			}
-			defer conn.Close(context.Background())
 			var rep statusReport
-			err = withTimeout(c, func(ctx context.Context) error { return readStatus(ctx, conn, c.String(flagName), &rep) })
+			err := withDB(c, func(ctx context.Context, conn *pgx.Conn) error {
+				return readStatus(ctx, conn, c.String(flagName), &rep)
+			})
 			if err != nil {
 				return err
 			}
@@ -334,12 +321,7 @@ func retryFailedCommand() *cli.Command {
 			&cli.StringFlag{Name: flagName, Usage: "relay whose failed events to re-queue", EnvVars: []string{"RELAY_NAME"}, Value: relay.DefaultName},
 		},
 		Action: func(c *cli.Context) error {
-			conn, err := connect(c)
-			if err != nil {
-				return err
-			}
-			defer conn.Close(context.Background())
-			return withTimeout(c, func(ctx context.Context) error {
+			return withDB(c, func(ctx context.Context, conn *pgx.Conn) error {
 				if err := sqlkit.CheckSchema(ctx, conn); err != nil {
 					return err
 				}
