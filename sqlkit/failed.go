@@ -12,6 +12,8 @@ var (
 	sqlRequeueFailed = query("requeue_failed")
 	sqlNotifyCurrent = query("notify_current")
 	sqlFailedCount   = query("failed_count")
+	sqlProgressBegin = query("progress_begin")
+	sqlProgressAsync = query("progress_async")
 )
 
 // ParkedEvent is an outbox row a handler refused permanently.
@@ -23,21 +25,21 @@ type ParkedEvent struct {
 	Attempts int
 }
 
-// SaveProgress records, in one transaction, that the relay called name has
-// reached cursor c, and parks the events it gave up on on the way.
-func SaveProgress(ctx context.Context, db DB, name string, c Cursor, parked []ParkedEvent) error {
-	if len(parked) == 0 {
-		return SaveCursor(ctx, db, name, c)
+// SaveProgress records, in one transaction sent in one round trip, that the
+// relay called name has reached cursor c, and parks the events it gave up on
+// on the way. The commit does not wait for the WAL flush (see
+// queries/progress_begin.sql).
+func SaveProgress(ctx context.Context, conn *pgx.Conn, name string, c Cursor, parked []ParkedEvent) error {
+	txids, after := c.args()
+	var b pgx.Batch
+	b.Queue(sqlProgressBegin)
+	b.Queue(sqlProgressAsync)
+	for _, p := range parked {
+		b.Queue(sqlParkEvent, name, p.Txid, p.ID, p.Handler, p.Error, p.Attempts)
 	}
-	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
-		for _, p := range parked {
-			if _, err := tx.Exec(ctx, sqlParkEvent, name, p.Txid, p.ID, p.Handler, p.Error, p.Attempts); err != nil {
-				return fmt.Errorf("park event %d: %w", p.ID, err)
-			}
-		}
-		return SaveCursor(ctx, tx, name, c)
-	})
-	if err != nil {
+	b.Queue(sqlSaveCursor, name, c.Next, txids, after)
+	b.Queue(sqlFetchEnd)
+	if err := conn.SendBatch(ctx, &b).Close(); err != nil {
 		return fmt.Errorf("save progress: %w", err)
 	}
 	return nil

@@ -332,10 +332,11 @@ func OutboxSize(ctx context.Context, db DB) (int64, error) {
 	return n, nil
 }
 
-// Prune deletes up to limit outbox rows older than retention that every
-// relay has delivered, and returns how many it deleted. Call it repeatedly
-// until it returns less than limit; small batches keep each transaction and
-// its locks short.
+// Prune looks at the limit oldest outbox rows that every relay has
+// delivered, deletes those older than retention, and returns how many it
+// deleted. Call it again while it returns limit; small batches keep each
+// transaction and its locks short, and each call's cost independent of the
+// outbox's size.
 func Prune(ctx context.Context, db DB, retention time.Duration, limit int) (int64, error) {
 	tag, err := db.Exec(ctx, sqlPrune, retention, limit)
 	if err != nil {
