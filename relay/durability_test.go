@@ -219,7 +219,7 @@ func TestRelayWaitsOutRedisDown(t *testing.T) {
 	}
 	logs.wait(t, ctx, "handler failed; retrying")
 	var pending int
-	require.NoError(t, f.pool.QueryRow(ctx, `SELECT count(*) FROM cdc.outbox WHERE data->>'v' = 'down'`).Scan(&pending))
+	require.NoError(t, f.pool.QueryRow(ctx, `SELECT count(*) FROM cdc.events WHERE data->>'v' = 'down'`).Scan(&pending))
 	require.Equal(t, 1000, pending, "the outbox holds the backlog")
 	require.Len(t, c.snapshot(), 100)
 

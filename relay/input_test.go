@@ -95,10 +95,10 @@ func TestRelayDeliversLargeRow(t *testing.T) {
 
 	f.exec(t, `INSERT INTO items VALUES (1, $1), (2, 'small')`, value)
 	events := c.waitCount(t, ctx, 2)
-	require.Len(t, events[0].Data, size+len(`{"v": "", "id": 1}`))
+	require.Len(t, events[0].Data, size+len(`{"id":1,"v":""}`))
 	// Compared as strings, since a failure's diff would be 5 MB.
-	require.True(t, string(events[0].Data) == `{"v": "`+value+`", "id": 1}`, "the 5 MB row arrives whole")
-	require.Equal(t, `{"v": "small", "id": 2}`, string(events[1].Data))
+	require.True(t, string(events[0].Data) == `{"id":1,"v":"`+value+`"}`, "the 5 MB row arrives whole")
+	require.Equal(t, `{"id":2,"v":"small"}`, string(events[1].Data))
 	// And through the wire format.
 	var wire struct {
 		ID   json.RawMessage `json:"id"`

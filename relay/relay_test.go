@@ -168,11 +168,12 @@ func TestRelayDeliversChangesInOrder(t *testing.T) {
 		got = append(got, short{e.Action, string(e.Key), string(e.Data), string(e.Changes)})
 	}
 	require.Equal(t, []short{
-		{relay.ActionInsert, "1", `{"v": "a", "id": 1}`, ""},
-		{relay.ActionInsert, "2", `{"v": "b", "id": 2}`, ""},
+		{relay.ActionInsert, "1", `{"id":1,"v":"a"}`, ""},
+		{relay.ActionInsert, "2", `{"id":2,"v":"b"}`, ""},
 		{relay.ActionUpdate, "1", `{"v": "z", "id": 1}`, `[{"field" : "v", "old" : "a", "new" : "z"}]`},
-		{relay.ActionDelete, "2", `{"v": "b", "id": 2}`, ""},
+		{relay.ActionDelete, "2", `{"id":2,"v":"b"}`, ""},
 	}, got)
+	require.Equal(t, events[0].ID+1, events[1].ID, "one statement's events have consecutive ids")
 	require.Equal(t, events[0].Txid, events[1].Txid, "one statement, one transaction")
 	require.NotEqual(t, events[1].Txid, events[2].Txid)
 	require.EqualValues(t, 1, c.starts.Load())
@@ -290,7 +291,7 @@ func TestRelayOutOfOrderCommits(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	rows, err := f.pool.Query(ctx, `SELECT id FROM cdc.outbox`)
+	rows, err := f.pool.Query(ctx, `SELECT id FROM cdc.events`)
 	require.NoError(t, err)
 	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 	require.NoError(t, err)

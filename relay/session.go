@@ -628,6 +628,10 @@ func (s *session) park(h EventHandler, e Event, cause error, attempts int) {
 		"handler", fmt.Sprintf("%T", h), "event_id", e.ID, "table", e.Schema+"."+e.Table,
 		"attempts", attempts, "err", cause)
 	s.parked = append(s.parked, sqlkit.ParkedEvent{
-		Txid: e.Txid, ID: e.ID, Handler: fmt.Sprintf("%T", h), Error: cause.Error(), Attempts: attempts,
+		Row: sqlkit.Row{
+			ID: e.ID, Txid: e.Txid, ChangedAt: e.Timestamp, Schema: e.Schema, Table: e.Table,
+			Action: string(e.Action), Key: e.Key, Data: e.Data, Changes: e.Changes,
+		},
+		Handler: fmt.Sprintf("%T", h), Error: cause.Error(), Attempts: attempts,
 	})
 }

@@ -16,10 +16,10 @@ var (
 	sqlProgressAsync = query("progress_async")
 )
 
-// ParkedEvent is an outbox row a handler refused permanently.
+// ParkedEvent is an event a handler refused permanently.
 type ParkedEvent struct {
-	Txid     uint64
-	ID       int64
+	// Row is the event as it was fetched.
+	Row      Row
 	Handler  string
 	Error    string
 	Attempts int
@@ -35,7 +35,9 @@ func SaveProgress(ctx context.Context, conn *pgx.Conn, name string, c Cursor, pa
 	b.Queue(sqlProgressBegin)
 	b.Queue(sqlProgressAsync)
 	for _, p := range parked {
-		b.Queue(sqlParkEvent, name, p.Txid, p.ID, p.Handler, p.Error, p.Attempts)
+		r := p.Row
+		b.Queue(sqlParkEvent, name, r.Txid, r.ID, r.ChangedAt, r.Schema, r.Table, r.Action,
+			jsonArg(r.Key), jsonArg(r.Data), jsonArg(r.Changes), p.Handler, p.Error, p.Attempts)
 	}
 	b.Queue(sqlSaveCursor, name, c.Next, txids, after)
 	b.Queue(sqlFetchEnd)
@@ -74,4 +76,13 @@ func FailedCount(ctx context.Context, db DB, name string) (int64, error) {
 		return 0, fmt.Errorf("count failed events: %w", err)
 	}
 	return n, nil
+}
+
+// jsonArg passes JSON text as a query argument: a string, so that it is sent
+// as text and cast by the query, or nil for SQL NULL.
+func jsonArg(b []byte) any {
+	if b == nil {
+		return nil
+	}
+	return string(b)
 }

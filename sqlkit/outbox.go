@@ -88,7 +88,8 @@ func (s Snapshot) Finished(txid uint64) bool {
 	return !slices.Contains(s.Xip, txid)
 }
 
-// Row is one outbox row.
+// Row is one event of the outbox: an outbox row, or one of the events of a
+// chunk (see chunk.go).
 type Row struct {
 	ID        int64
 	Txid      uint64
@@ -187,7 +188,7 @@ var (
 	sqlBacklog       = query("backlog")
 )
 
-// Fetch reads up to limit undelivered rows for cursor c, together with the
+// Fetch reads up to limit undelivered events for cursor c, together with the
 // snapshot they were read under, in one round trip. rows is reused when it
 // has the capacity.
 func Fetch(ctx context.Context, conn *pgx.Conn, c Cursor, limit int, rows []Row) (Batch, error) {
@@ -198,18 +199,19 @@ func Fetch(ctx context.Context, conn *pgx.Conn, c Cursor, limit int, rows []Row)
 	qb.Queue(sqlFetchBatch, c.Next, txids, after, limit)
 	qb.Queue(sqlFetchEnd)
 	br := conn.SendBatch(ctx, &qb)
-	b, err := readFetch(br, rows[:0])
+	b, err := readFetch(br, rows[:0], c, limit)
 	if closeErr := br.Close(); err == nil && closeErr != nil {
 		err = closeErr
 	}
 	if err != nil {
 		return Batch{}, fmt.Errorf("fetch outbox batch: %w", err)
 	}
-	b.Full = len(b.Rows) >= limit
 	return b, nil
 }
 
-func readFetch(br pgx.BatchResults, rows []Row) (Batch, error) {
+// readFetch reads the results of Fetch into rows: the events after cursor c,
+// at most limit of them.
+func readFetch(br pgx.BatchResults, rows []Row, c Cursor, limit int) (Batch, error) {
 	var b Batch
 	if _, err := br.Exec(); err != nil {
 		return b, err
@@ -222,12 +224,34 @@ func readFetch(br pgx.BatchResults, rows []Row) (Batch, error) {
 		return b, err
 	}
 	for rs.Next() {
-		var r Row
-		if err := rs.Scan(&r.ID, &r.Txid, &r.ChangedAt, &r.Schema, &r.Table, &r.Action, &r.Key, &r.Data, &r.Changes); err != nil {
+		var (
+			r          Row
+			events     int32
+			keyColumns []string
+			chunk      []byte
+		)
+		if err := rs.Scan(&r.ID, &r.Txid, &r.ChangedAt, &r.Schema, &r.Table, &r.Action, &r.Key, &r.Data, &r.Changes,
+			&events, &keyColumns, &chunk); err != nil {
 			rs.Close()
 			return b, err
 		}
-		rows = append(rows, r)
+		if chunk == nil {
+			rows = append(rows, r)
+			continue
+		}
+		n := len(rows)
+		if rows, err = appendChunk(rows, r, chunk, keyColumns); err != nil {
+			rs.Close()
+			return b, err
+		}
+		// A chunk that a previous batch delivered in part: drop that part.
+		if after, ok := c.after(r.Txid); ok && r.ID <= after {
+			delivered := 0
+			for delivered < len(rows)-n && rows[n+delivered].ID <= after {
+				delivered++
+			}
+			rows = append(rows[:n], rows[n+delivered:]...)
+		}
 	}
 	if err := rs.Err(); err != nil {
 		return b, err
@@ -235,8 +259,22 @@ func readFetch(br pgx.BatchResults, rows []Row) (Batch, error) {
 	if _, err := br.Exec(); err != nil {
 		return b, err
 	}
-	b.Rows = rows
+	// The last chunk may reach past the limit; the rest of it is read again
+	// by the next batch.
+	b.Full = len(rows) >= limit
+	b.Rows = rows[:min(len(rows), limit)]
 	return b, nil
+}
+
+// after returns the id after which the events of pending transaction txid
+// are undelivered, and whether txid is pending.
+func (c Cursor) after(txid uint64) (int64, bool) {
+	for _, p := range c.Pending {
+		if p.Txid == txid {
+			return p.After, true
+		}
+	}
+	return 0, false
 }
 
 // LoadCursor returns the saved cursor of the relay called name, or the zero
@@ -332,11 +370,11 @@ func OutboxSize(ctx context.Context, db DB) (int64, error) {
 	return n, nil
 }
 
-// Prune looks at the limit oldest outbox rows that every relay has
-// delivered, deletes those older than retention, and returns how many it
-// deleted. Call it again while it returns limit; small batches keep each
-// transaction and its locks short, and each call's cost independent of the
-// outbox's size.
+// Prune looks at the limit oldest outbox rows (an event, or a chunk of up to
+// 1,000) that every relay has delivered, deletes those older than retention,
+// and returns how many it deleted. Call it again while it returns limit;
+// small batches keep each transaction and its locks short, and each call's
+// cost independent of the outbox's size.
 func Prune(ctx context.Context, db DB, retention time.Duration, limit int) (int64, error) {
 	tag, err := db.Exec(ctx, sqlPrune, retention, limit)
 	if err != nil {

@@ -3,6 +3,7 @@ package sqlkit_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -376,10 +377,12 @@ func TestPruneKeepsWhatAnyRelayHasNotDelivered(t *testing.T) {
 	_, err := sqlkit.EnsureCDCFor(ctx, pool, sqlkit.Table{Name: "items"})
 	require.NoError(t, err)
 	count := func() (n int) {
-		require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM cdc.outbox`).Scan(&n))
+		require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM cdc.events`).Scan(&n))
 		return n
 	}
-	_, err = pool.Exec(ctx, `INSERT INTO items SELECT generate_series(1, 10)`)
+	// Ten statements: ten outbox rows, which is what pruning counts (a
+	// statement's rows share one outbox row, a chunk).
+	_, err = pool.Exec(ctx, `DO $$ BEGIN FOR i IN 1..10 LOOP INSERT INTO items VALUES (i); END LOOP; END $$`)
 	require.NoError(t, err)
 
 	// No relay has recorded a position yet: nothing is deleted.
@@ -436,4 +439,82 @@ func TestCaptureKeyCacheFollowsDDL(t *testing.T) {
 		keys = append(keys, r.Key)
 	}
 	require.Equal(t, []any{1.0, 2.0, "c"}, keys)
+}
+
+// TestFetchPagesThroughChunks reads chunked statements (a 2,500-row INSERT is
+// three outbox rows) and single-row ones in batches of several sizes, some
+// of which cut chunks in the middle: every event comes exactly once, in
+// order, with its own key, and the same as cdc.events shows it.
+func TestFetchPagesThroughChunks(t *testing.T) {
+	t.Parallel()
+	ctx, pool := setup(t, `CREATE TABLE "Order Lines" ("Order" int, line int, v text, PRIMARY KEY ("Order", line))`)
+	_, err := sqlkit.EnsureCDCFor(ctx, pool, sqlkit.Table{Name: "Order Lines"})
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `INSERT INTO "Order Lines" SELECT g / 10, g % 10, 'v' || g FROM generate_series(0, 2499) g`)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `BEGIN;
+		INSERT INTO "Order Lines" VALUES (1000, 1, 'a');
+		INSERT INTO "Order Lines" VALUES (1000, 2, 'b');
+		DELETE FROM "Order Lines" WHERE "Order" = 0;
+		COMMIT`)
+	require.NoError(t, err)
+	const total = 2500 + 2 + 10
+
+	type event struct {
+		ID        int64
+		Key, Data string
+	}
+	var view []event
+	rows, err := pool.Query(ctx, `SELECT id, key::text, data::text FROM cdc.events ORDER BY txid, id`)
+	require.NoError(t, err)
+	for rows.Next() {
+		var e event
+		require.NoError(t, rows.Scan(&e.ID, &e.Key, &e.Data))
+		view = append(view, e)
+	}
+	require.NoError(t, rows.Err())
+	require.Len(t, view, total)
+
+	for _, limit := range []int{7, 999, 1000, 1001, 5000} {
+		t.Run(fmt.Sprint(limit), func(t *testing.T) {
+			conn := mustConn(t, ctx, pool)
+			var (
+				c   sqlkit.Cursor
+				got []event
+			)
+			for range total + 1 {
+				b, err := sqlkit.Fetch(ctx, conn, c, limit, nil)
+				require.NoError(t, err)
+				require.LessOrEqual(t, len(b.Rows), limit)
+				for _, r := range b.Rows {
+					// cdc.events shows keys and data as jsonb: compare decoded.
+					got = append(got, event{r.ID, normalJSON(t, r.Key), normalJSON(t, r.Data)})
+				}
+				c = c.Advance(b)
+				left, _, err := sqlkit.Backlog(ctx, conn, c)
+				require.NoError(t, err)
+				require.EqualValues(t, total-len(got), left, "backlog after %d events", len(got))
+				if !b.Full {
+					break
+				}
+			}
+			require.Equal(t, total, len(got), "events read")
+			for i := range got {
+				require.Equal(t, view[i].ID, got[i].ID)
+				require.JSONEq(t, view[i].Key, got[i].Key)
+				require.JSONEq(t, view[i].Data, got[i].Data)
+			}
+			require.JSONEq(t, `{"Order":0,"line":0}`, got[0].Key)
+			require.JSONEq(t, `{"Order":249,"line":9}`, got[2499].Key)
+		})
+	}
+}
+
+func normalJSON(t *testing.T, b []byte) string {
+	t.Helper()
+	var v any
+	require.NoError(t, json.Unmarshal(b, &v))
+	out, err := json.Marshal(v)
+	require.NoError(t, err)
+	return string(out)
 }

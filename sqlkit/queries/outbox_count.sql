@@ -1,1 +1,1 @@
-SELECT count(*) FROM cdc.outbox;
+SELECT coalesce(sum(events), 0)::bigint FROM cdc.outbox;

@@ -1,10 +1,9 @@
--- Copies outbox row ($2, $3) into cdc.failed_event for relay $1, so that it
--- outlives the outbox's retention.
+-- Records event $3 (of transaction $2) in cdc.failed_event for relay $1, with
+-- its contents ($4..$10), so that it outlives the outbox's retention. The
+-- contents come from the relay: an event may be one of a chunk's.
 INSERT INTO cdc.failed_event AS f
     (relay_name, id, txid, changed_at, schema_name, table_name, action, key, data, changes, handler, error, attempts)
-SELECT $1, o.id, o.txid, o.changed_at, o.schema_name, o.table_name, o.action, o.key, o.data, o.changes, $4, $5, $6
-FROM cdc.outbox o
-WHERE o.txid = $2 AND o.id = $3
+VALUES ($1, $3, $2, $4, $5, $6, $7, $8::text::jsonb, $9::text::jsonb, $10::text::json, $11, $12, $13)
 ON CONFLICT (relay_name, id) DO UPDATE
 SET handler = excluded.handler, error = excluded.error,
     attempts = f.attempts + excluded.attempts, failed_at = now();
