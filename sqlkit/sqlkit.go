@@ -55,6 +55,9 @@ var (
 	// ErrNotMigrated means the cdc schema is missing or older than this
 	// version of pgrelay: run Migrate (relay migrate) first.
 	ErrNotMigrated = errors.New("the cdc schema is not installed or out of date: run `relay migrate` or `relay ensure-cdc`")
+	// ErrSchemaTooNew means a newer version of pgrelay has migrated the cdc
+	// schema: this version would misread it, so it refuses to.
+	ErrSchemaTooNew = errors.New("the cdc schema was upgraded by a newer pgrelay: upgrade this one")
 	// ErrTableNotFound means a named table does not exist.
 	ErrTableNotFound = errors.New("table does not exist")
 	// ErrNoPrimaryKey means a table has no primary key, which CDC needs to
@@ -113,6 +116,12 @@ var (
 // idempotent, and safe when several processes run it at once: they take turns
 // under an advisory lock.
 func Migrate(ctx context.Context, db DB) error {
+	return migrateTo(ctx, db, LatestVersion())
+}
+
+// migrateTo is Migrate up to version target only; tests use it to start
+// from an older schema.
+func migrateTo(ctx context.Context, db DB, target int) error {
 	return withConn(ctx, db, func(conn *pgx.Conn) error {
 		// Held across tern's own locking so that creating the schema and
 		// the version table is serialised too.
@@ -124,6 +133,11 @@ func Migrate(ctx context.Context, db DB) error {
 		if err != nil {
 			return fmt.Errorf("migrate: prepare version table: %w", err)
 		}
+		if v, err := m.GetCurrentVersion(ctx); err != nil {
+			return fmt.Errorf("migrate: read schema version: %w", err)
+		} else if latest := LatestVersion(); int(v) > latest {
+			return fmt.Errorf("migrate: %w (schema version %d, this pgrelay knows %d)", ErrSchemaTooNew, v, latest)
+		}
 		sub, err := fs.Sub(migrationFiles, "migrations")
 		if err != nil {
 			return fmt.Errorf("migrate: %w", err)
@@ -131,7 +145,7 @@ func Migrate(ctx context.Context, db DB) error {
 		if err := m.LoadMigrations(sub); err != nil {
 			return fmt.Errorf("migrate: load migrations: %w", err)
 		}
-		if err := m.Migrate(ctx); err != nil {
+		if err := m.MigrateTo(ctx, int32(target)); err != nil {
 			return fmt.Errorf("migrate: %w", err)
 		}
 		return nil
@@ -174,14 +188,18 @@ func SchemaVersion(ctx context.Context, db DB) (int, error) {
 }
 
 // CheckSchema returns ErrNotMigrated unless the cdc schema is installed and
-// at the version this package expects.
+// at the version this package expects, and ErrSchemaTooNew when a newer
+// pgrelay has migrated it further.
 func CheckSchema(ctx context.Context, db DB) error {
 	v, err := SchemaVersion(ctx, db)
 	if err != nil {
 		return err
 	}
-	if v < LatestVersion() {
+	switch latest := LatestVersion(); {
+	case v < latest:
 		return ErrNotMigrated
+	case v > latest:
+		return fmt.Errorf("%w (schema version %d, this pgrelay knows %d)", ErrSchemaTooNew, v, latest)
 	}
 	return nil
 }

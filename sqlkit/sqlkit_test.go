@@ -42,6 +42,46 @@ func TestMigrateIsIdempotentAndConcurrent(t *testing.T) {
 	require.NoError(t, sqlkit.CheckSchema(ctx, pool))
 }
 
+// TestSchemaFromANewerPgrelayIsRefused: a relay must not misread an outbox
+// that a newer pgrelay has changed, nor try to migrate it backwards.
+func TestSchemaFromANewerPgrelayIsRefused(t *testing.T) {
+	t.Parallel()
+	ctx, pool := setup(t, "")
+	_, err := pool.Exec(ctx, `UPDATE cdc.schema_version SET version = version + 1`)
+	require.NoError(t, err)
+	require.ErrorIs(t, sqlkit.CheckSchema(ctx, pool), sqlkit.ErrSchemaTooNew)
+	require.ErrorIs(t, sqlkit.Migrate(ctx, pool), sqlkit.ErrSchemaTooNew)
+}
+
+// TestMigrationFromVersion4KeepsPendingEvents applies the migrations up to
+// version 4 (one outbox row per event), writes events, then upgrades: the
+// events written before and after the upgrade are all read, in order.
+func TestMigrationFromVersion4KeepsPendingEvents(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	pool := testenv.Pool(t, testenv.NewDatabase(t))
+	require.NoError(t, sqlkit.MigrateTo(ctx, pool, 4))
+	_, err := pool.Exec(ctx, `CREATE TABLE items (id int PRIMARY KEY, v text);
+		SELECT cdc.ensure_cdc_for('items');
+		INSERT INTO items SELECT g, 'old' FROM generate_series(1, 3) g;`)
+	require.NoError(t, err)
+	require.NoError(t, sqlkit.Migrate(ctx, pool))
+	_, err = pool.Exec(ctx, `INSERT INTO items SELECT g, 'new' FROM generate_series(4, 6) g`)
+	require.NoError(t, err)
+
+	rows := readOutbox(t, ctx, pool)
+	require.Len(t, rows, 6)
+	for i, r := range rows {
+		require.Equal(t, "insert", r.Action)
+		require.EqualValues(t, i+1, r.Key)
+		want := map[string]any{"id": float64(i + 1), "v": "old"}
+		if i >= 3 {
+			want["v"] = "new"
+		}
+		require.Equal(t, want, r.Data)
+	}
+}
+
 func setup(t *testing.T, ddl string) (context.Context, *pgxpool.Pool) {
 	t.Helper()
 	ctx := testenv.Context(t)

@@ -17,6 +17,13 @@ ALTER TABLE cdc.outbox
     ADD COLUMN rows        json,
     ALTER COLUMN id SET INCREMENT BY 1024;
 
+-- A relay's position inside a pending transaction is now an event id, which
+-- may point into the middle of a chunk. Relays built before this migration
+-- would read it as an outbox row id and skip the rest of that chunk, and
+-- would not read chunks at all: the rename makes them fail loudly instead
+-- ("column pending_after does not exist") until they are upgraded.
+ALTER TABLE cdc.relay_cursor RENAME COLUMN pending_after TO pending_after_event;
+
 COMMENT ON COLUMN cdc.outbox.events IS
     'pgrelay: how many events the row holds: 1, or the length of rows';
 COMMENT ON COLUMN cdc.outbox.rows IS

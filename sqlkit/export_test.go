@@ -1,0 +1,4 @@
+package sqlkit
+
+// MigrateTo lets tests start from an older schema version.
+var MigrateTo = migrateTo
