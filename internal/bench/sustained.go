@@ -157,7 +157,8 @@ loop:
 			thousands(backlogAtStop), catchUp.Seconds()),
 	}
 	sec.note("The backlog is measured from the outside (committed minus received), so it includes events in flight in " +
-		"Redis and the subscriber, not only those waiting in the outbox. The last column is the relay's own count, " +
+		"Redis and the subscriber, not only those waiting in the outbox; it is negative when events reach the " +
+		"subscriber before their writer has counted its COMMIT as returned. The last column is the relay's own count, " +
 		"from its saved cursor as `relay status` computes it; the cursor is saved after each batch, so it lags by " +
 		"up to one batch.")
 	return nil
