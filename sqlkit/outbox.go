@@ -49,6 +49,14 @@ import (
 // (plus at most one partly read), so a long-running transaction costs one
 // entry and holds back nothing but its own rows. Txids are xid8, 64-bit and
 // never wrapping.
+//
+// "Rows" above are events. An outbox row holding a chunk (chunk.go) with id
+// c holds the events c .. c+n-1 of one transaction, n <= 1024, and the next
+// outbox row of that transaction has an id of at least c+1024, since ids
+// step by 1024. So event ids order a transaction's events as the outbox rows
+// do, a batch cut short inside a chunk is described by the last event's id
+// like any other, and a fetch resumes inside that chunk by reading it again
+// and dropping the events up to After.
 
 // PendingTx is a transaction whose rows after id After are undelivered.
 type PendingTx struct {
