@@ -244,6 +244,6 @@ func TestRelayDeliversEventsOfDroppedTable(t *testing.T) {
 		{"doomed", relay.ActionDelete, "1"},
 		{"items", relay.ActionInsert, "1"},
 	}, got)
-	require.Equal(t, `{"v": "c", "id": 3}`, string(events[2].Data))
-	require.Equal(t, `[{"field" : "v", "old" : "b", "new" : "c"}]`, string(events[2].Changes))
+	require.Equal(t, `{"id":3,"v":"c"}`, string(events[2].Data))
+	require.Equal(t, `[{"field":"v","old":"b","new":"c"}]`, string(events[2].Changes))
 }

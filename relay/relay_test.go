@@ -170,7 +170,7 @@ func TestRelayDeliversChangesInOrder(t *testing.T) {
 	require.Equal(t, []short{
 		{relay.ActionInsert, "1", `{"id":1,"v":"a"}`, ""},
 		{relay.ActionInsert, "2", `{"id":2,"v":"b"}`, ""},
-		{relay.ActionUpdate, "1", `{"v": "z", "id": 1}`, `[{"field" : "v", "old" : "a", "new" : "z"}]`},
+		{relay.ActionUpdate, "1", `{"id":1,"v":"z"}`, `[{"field":"v","old":"a","new":"z"}]`},
 		{relay.ActionDelete, "2", `{"id":2,"v":"b"}`, ""},
 	}, got)
 	require.Equal(t, events[0].ID+1, events[1].ID, "one statement's events have consecutive ids")

@@ -309,7 +309,7 @@ func (s *session) workLoop(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if res.events > 0 {
+		if res.events > 0 || res.full {
 			// Several transactions in one batch: writers are busy, and
 			// this relay reads again anyway.
 			if res.transactions > 1 && r.waiting {
@@ -435,8 +435,9 @@ func (s *session) acquire(ctx context.Context) error {
 
 // batchResult says what deliverBatch did.
 type batchResult struct {
-	events       int // delivered
-	transactions int // how many transactions they came from
+	events       int  // delivered
+	transactions int  // how many transactions they came from
+	full         bool // the batch stopped at its limit: read again at once
 }
 
 // deliverBatch delivers one batch to every handler and records it as
@@ -456,9 +457,19 @@ func (s *session) deliverBatch(ctx context.Context) (res batchResult, err error)
 	}
 	s.rows = b.Rows
 	next := s.cursor.Advance(*b)
+	res.full = b.Full
 	if len(b.Rows) == 0 {
-		// Nothing was delivered, so the saved cursor is still true; keep
-		// the newer one in memory only.
+		// Nothing to deliver. When the batch still stopped at its limit
+		// (updates that changed nothing), record the progress, so that
+		// those rows are not read again after a restart; otherwise the
+		// saved cursor is still true, and the newer one is kept in memory.
+		if b.Full {
+			tctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+			defer cancel()
+			if err := sqlkit.SaveProgress(tctx, s.worker, r.cfg.Name, next, nil); err != nil {
+				return res, err
+			}
+		}
 		s.cursor = next
 		return res, nil
 	}

@@ -1,6 +1,7 @@
 package sqlkit
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -122,54 +123,76 @@ func trailing(b []byte, i int) error {
 	return nil
 }
 
-// objectField returns the value of member name of the JSON object obj, and
-// whether there is one.
-func objectField(obj []byte, name string) ([]byte, bool, error) {
+// eachMember calls fn with the key (the quoted JSON string, as written) and
+// the value of each member of the JSON object obj, in order, until fn
+// returns false.
+func eachMember(obj []byte, fn func(key, value []byte) bool) error {
 	i := skipSpace(obj, 0)
 	if i >= len(obj) || obj[i] != '{' {
-		return nil, false, errMalformedChunk
+		return errMalformedChunk
 	}
 	i = skipSpace(obj, i+1)
 	if i < len(obj) && obj[i] == '}' {
-		return nil, false, nil
+		return trailing(obj, i+1)
 	}
 	for {
 		if i >= len(obj) || obj[i] != '"' {
-			return nil, false, errMalformedChunk
+			return errMalformedChunk
 		}
 		kend, err := stringEnd(obj, i)
 		if err != nil {
-			return nil, false, err
+			return err
 		}
-		match, err := keyEquals(obj[i:kend], name)
-		if err != nil {
-			return nil, false, err
-		}
+		key := obj[i:kend]
 		i = skipSpace(obj, kend)
 		if i >= len(obj) || obj[i] != ':' {
-			return nil, false, errMalformedChunk
+			return errMalformedChunk
 		}
 		i = skipSpace(obj, i+1)
 		vend, err := valueEnd(obj, i)
 		if err != nil {
-			return nil, false, err
+			return err
 		}
-		if match {
-			return obj[i:vend], true, nil
+		if !fn(key, obj[i:vend]) {
+			return nil
 		}
 		i = skipSpace(obj, vend)
 		if i >= len(obj) {
-			return nil, false, errMalformedChunk
+			return errMalformedChunk
 		}
 		switch obj[i] {
 		case ',':
 			i = skipSpace(obj, i+1)
 		case '}':
-			return nil, false, nil
+			return trailing(obj, i+1)
 		default:
-			return nil, false, errMalformedChunk
+			return errMalformedChunk
 		}
 	}
+}
+
+// objectField returns the value of member name of the JSON object obj, and
+// whether there is one.
+func objectField(obj []byte, name string) (value []byte, found bool, err error) {
+	var keyErr error
+	err = eachMember(obj, func(k, v []byte) bool {
+		match, err := keyEquals(k, name)
+		if err != nil {
+			keyErr = err
+			return false
+		}
+		if match {
+			value, found = v, true
+		}
+		return !match
+	})
+	if err == nil {
+		err = keyErr
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return value, found, nil
 }
 
 // keyEquals reports whether the quoted JSON string q decodes to name.
@@ -226,25 +249,147 @@ func eventKey(data []byte, columns []string) ([]byte, error) {
 }
 
 // appendChunk appends the events of outbox row r, whose rows column holds
-// the chunk, to rows.
-func appendChunk(rows []Row, r Row, chunk []byte, keyColumns []string) ([]Row, error) {
-	var elems [][]byte
-	elems, err := splitArray(chunk, elems)
-	if err == nil && len(elems) > maxChunkEvents {
-		err = fmt.Errorf("%d events, more than %d", len(elems), maxChunkEvents)
+// the chunk (and old_rows the old images, for updates), to rows.
+func appendChunk(rows []Row, r Row, chunk, oldChunk []byte, keyColumns []string) ([]Row, error) {
+	var (
+		news, olds [][]byte
+		err        error
+	)
+	news, err = splitArray(chunk, news)
+	if err == nil && oldChunk != nil {
+		olds, err = splitArray(oldChunk, olds)
+		if err == nil && len(olds) != len(news) {
+			err = fmt.Errorf("%d new rows but %d old ones", len(news), len(olds))
+		}
+	}
+	if err == nil && ids(len(news), oldChunk != nil) > maxChunkEvents {
+		err = fmt.Errorf("%d rows, more than %d event ids", len(news), maxChunkEvents)
+	}
+	if err == nil {
+		if oldChunk == nil {
+			rows, err = appendRowEvents(rows, r, news, keyColumns)
+		} else {
+			rows, err = appendUpdateEvents(rows, r, olds, news, keyColumns)
+		}
 	}
 	if err != nil {
 		return rows, fmt.Errorf("outbox row %d: %w", r.ID, err)
 	}
-	base := r.ID
-	for i, data := range elems {
+	return rows, nil
+}
+
+// ids is how many event ids a chunk of n rows takes: two per updated row.
+func ids(n int, update bool) int {
+	if update {
+		return 2 * n
+	}
+	return n
+}
+
+// appendRowEvents appends an event per row image: inserts or deletes.
+func appendRowEvents(rows []Row, r Row, images [][]byte, keyColumns []string) ([]Row, error) {
+	for i, data := range images {
 		e := r
-		e.ID = base + int64(i)
+		e.ID = r.ID + int64(i)
 		e.Data = data
+		var err error
 		if e.Key, err = eventKey(data, keyColumns); err != nil {
-			return rows, fmt.Errorf("outbox row %d: key of event %d: %w", base, i, err)
+			return rows, fmt.Errorf("key of event %d: %w", i, err)
 		}
 		rows = append(rows, e)
 	}
 	return rows, nil
+}
+
+// appendUpdateEvents pairs the old and new images of updated rows, in
+// step, and appends their events: nothing for a row that did not change,
+// an update with its changed columns for a row that kept its key, and a
+// delete of the old key and an insert of the new one for a row whose key
+// changed. Row i's events have ids r.ID+2i and r.ID+2i+1.
+func appendUpdateEvents(rows []Row, r Row, olds, news [][]byte, keyColumns []string) ([]Row, error) {
+	for i := range news {
+		oldData, newData := olds[i], news[i]
+		if bytes.Equal(oldData, newData) {
+			continue
+		}
+		oldKey, err := eventKey(oldData, keyColumns)
+		if err != nil {
+			return rows, fmt.Errorf("key of old row %d: %w", i, err)
+		}
+		newKey, err := eventKey(newData, keyColumns)
+		if err != nil {
+			return rows, fmt.Errorf("key of new row %d: %w", i, err)
+		}
+		e := r
+		e.ID = r.ID + 2*int64(i)
+		if !bytes.Equal(oldKey, newKey) {
+			e.Action, e.Key, e.Data = "delete", oldKey, oldData
+			rows = append(rows, e)
+			e.ID++
+			e.Action, e.Key, e.Data = "insert", newKey, newData
+			rows = append(rows, e)
+			continue
+		}
+		changes, err := rowChanges(oldData, newData)
+		if err != nil {
+			return rows, fmt.Errorf("changes of row %d: %w", i, err)
+		}
+		if changes == nil {
+			continue // the same values, written differently
+		}
+		e.Action, e.Key, e.Data, e.Changes = "update", newKey, newData, changes
+		rows = append(rows, e)
+	}
+	return rows, nil
+}
+
+// rowChanges returns the columns whose JSON differs between the old and new
+// image of a row, as [{"field":…,"old":…,"new":…},…] in column order, or nil
+// when none does. Both images come from the same statement, so their
+// members are the same columns in the same order; a member missing from
+// the old image counts as null.
+func rowChanges(oldData, newData []byte) ([]byte, error) {
+	var olds [][2][]byte
+	if err := eachMember(oldData, func(k, v []byte) bool {
+		olds = append(olds, [2][]byte{k, v})
+		return true
+	}); err != nil {
+		return nil, err
+	}
+	var changes []byte
+	i := 0
+	err := eachMember(newData, func(k, v []byte) bool {
+		old := []byte("null")
+		if i < len(olds) && bytes.Equal(olds[i][0], k) {
+			old = olds[i][1]
+		} else {
+			for _, o := range olds {
+				if bytes.Equal(o[0], k) {
+					old = o[1]
+					break
+				}
+			}
+		}
+		i++
+		if bytes.Equal(old, v) {
+			return true
+		}
+		if changes == nil {
+			changes = append(make([]byte, 0, 64), '[')
+		} else {
+			changes = append(changes, ',')
+		}
+		changes = append(changes, `{"field":`...)
+		changes = append(changes, k...)
+		changes = append(changes, `,"old":`...)
+		changes = append(changes, old...)
+		changes = append(changes, `,"new":`...)
+		changes = append(changes, v...)
+		changes = append(changes, '}')
+		return true
+	})
+	if err != nil || changes == nil {
+		return nil, err
+	}
+	return append(changes, ']'), nil
 }

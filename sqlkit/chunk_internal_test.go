@@ -3,6 +3,7 @@ package sqlkit
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -93,4 +94,50 @@ func FuzzSplitArray(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestAppendUpdateEvents(t *testing.T) {
+	t.Parallel()
+	type ev struct{ ID, Action, Key, Changes string }
+	tests := []struct {
+		name       string
+		keys       []string
+		olds, news []string
+		want       []ev
+	}{
+		{"changed column", []string{"id"},
+			[]string{`{"id":1,"a":"x","b":2}`}, []string{`{"id":1,"a":"y","b":2}`},
+			[]ev{{"100", "update", `1`, `[{"field":"a","old":"x","new":"y"}]`}}},
+		{"unchanged row gives nothing", []string{"id"},
+			[]string{`{"id":1,"a":"x"}`, `{"id":2,"a":"x"}`}, []string{`{"id":1,"a":"x"}`, `{"id":2,"a":"z"}`},
+			[]ev{{"102", "update", `2`, `[{"field":"a","old":"x","new":"z"}]`}}},
+		{"key change is a delete and an insert", []string{"id"},
+			[]string{`{"id":1,"a":"x"}`}, []string{`{"id":7,"a":"x"}`},
+			[]ev{{"100", "delete", `1`, ""}, {"101", "insert", `7`, ""}}},
+		{"composite key, escaped names", []string{`k "1"`, "k2"},
+			[]string{`{"k \"1\"":1,"k2":"a","v":null}`}, []string{`{"k \"1\"":1,"k2":"a","v":[1,2]}`},
+			[]ev{{"100", "update", `{"k \"1\"":1,"k2":"a"}`, `[{"field":"v","old":null,"new":[1,2]}]`}}},
+		{"no primary key: paired by position", nil,
+			[]string{`{"a":1}`, `{"a":2}`}, []string{`{"a":10}`, `{"a":2}`},
+			[]ev{{"100", "update", ``, `[{"field":"a","old":1,"new":10}]`}}},
+		{"several columns, in column order", []string{"id"},
+			[]string{`{"id":1,"b":1,"a":1}`}, []string{`{"id":1,"b":2,"a":3}`},
+			[]ev{{"100", "update", `1`, `[{"field":"b","old":1,"new":2},{"field":"a","old":1,"new":3}]`}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var olds, news [][]byte
+			for i := range tt.olds {
+				olds, news = append(olds, []byte(tt.olds[i])), append(news, []byte(tt.news[i]))
+			}
+			rows, err := appendUpdateEvents(nil, Row{ID: 100, Txid: 5}, olds, news, tt.keys)
+			require.NoError(t, err)
+			var got []ev
+			for _, r := range rows {
+				require.EqualValues(t, 5, r.Txid)
+				got = append(got, ev{fmt.Sprint(r.ID), r.Action, string(r.Key), string(r.Changes)})
+			}
+			require.Equal(t, tt.want, got)
+		})
+	}
 }

@@ -113,16 +113,20 @@ type Row struct {
 type Batch struct {
 	Snapshot Snapshot
 	Rows     []Row
-	// Full is true when the fetch returned as many rows as it was allowed
-	// to, so more may be waiting.
+	// Full is true when the fetch stopped at its limit, so more may be
+	// waiting; End is then where it stopped: every event of transaction
+	// End.Txid up to id End.After, and of the transactions sorting before
+	// it, was read. End can lie past the last of Rows, when the last outbox
+	// rows read held no event (updates that changed nothing).
 	Full bool
+	End  PendingTx
 }
 
 // Advance returns the cursor that holds once every row of b has been
 // delivered. c must be the cursor b was fetched with.
 func (c Cursor) Advance(b Batch) Cursor {
 	s := b.Snapshot
-	if !b.Full || len(b.Rows) == 0 {
+	if !b.Full {
 		next := max(c.Next, s.Xmax)
 		pending := make([]PendingTx, 0, len(c.Pending)+len(s.Xip))
 		for _, p := range c.Pending {
@@ -138,8 +142,7 @@ func (c Cursor) Advance(b Batch) Cursor {
 		return Cursor{Next: next, Pending: sortPending(pending)}
 	}
 
-	last := b.Rows[len(b.Rows)-1]
-	tk, idk := last.Txid, last.ID
+	tk, idk := b.End.Txid, b.End.After
 	pending := make([]PendingTx, 0, len(c.Pending)+len(s.Xip)+1)
 	for _, p := range c.Pending {
 		switch {
@@ -231,24 +234,31 @@ func readFetch(br pgx.BatchResults, rows []Row, c Cursor, limit int) (Batch, err
 	if err != nil {
 		return b, err
 	}
+	var (
+		outboxRows int
+		upto       int64     // events the rows read hold, by the query's count
+		end        PendingTx // the last event id the rows read span
+	)
 	for rs.Next() {
 		var (
 			r          Row
 			events     int32
 			keyColumns []string
-			chunk      []byte
+			chunk, old []byte
 		)
 		if err := rs.Scan(&r.ID, &r.Txid, &r.ChangedAt, &r.Schema, &r.Table, &r.Action, &r.Key, &r.Data, &r.Changes,
-			&events, &keyColumns, &chunk); err != nil {
+			&events, &keyColumns, &chunk, &old, &upto); err != nil {
 			rs.Close()
 			return b, err
 		}
+		outboxRows++
+		end = PendingTx{Txid: r.Txid, After: r.ID + int64(events) - 1}
 		if chunk == nil {
 			rows = append(rows, r)
 			continue
 		}
 		n := len(rows)
-		if rows, err = appendChunk(rows, r, chunk, keyColumns); err != nil {
+		if rows, err = appendChunk(rows, r, chunk, old, keyColumns); err != nil {
 			rs.Close()
 			return b, err
 		}
@@ -267,10 +277,19 @@ func readFetch(br pgx.BatchResults, rows []Row, c Cursor, limit int) (Batch, err
 	if _, err := br.Exec(); err != nil {
 		return b, err
 	}
-	// The last chunk may reach past the limit; the rest of it is read again
-	// by the next batch.
-	b.Full = len(rows) >= limit
-	b.Rows = rows[:min(len(rows), limit)]
+	switch {
+	case len(rows) > limit:
+		// The last chunk reaches past the limit; the rest of it is read
+		// again by the next batch.
+		rows = rows[:limit]
+		last := rows[limit-1]
+		b.Full, b.End = true, PendingTx{Txid: last.Txid, After: last.ID}
+	case outboxRows >= limit || upto >= int64(limit):
+		// The query stopped at its limit. It counts event ids, which
+		// overstates updates, so there may be fewer events than limit.
+		b.Full, b.End = true, end
+	}
+	b.Rows = rows
 	return b, nil
 }
 

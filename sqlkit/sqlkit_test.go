@@ -496,20 +496,28 @@ func TestFetchPagesThroughChunks(t *testing.T) {
 		INSERT INTO "Order Lines" VALUES (1000, 1, 'a');
 		INSERT INTO "Order Lines" VALUES (1000, 2, 'b');
 		DELETE FROM "Order Lines" WHERE "Order" = 0;
+		UPDATE "Order Lines" SET v = v || '!' WHERE "Order" BETWEEN 1 AND 100;
+		UPDATE "Order Lines" SET v = v WHERE "Order" = 101;
+		UPDATE "Order Lines" SET line = line + 100 WHERE "Order" = 102;
+		UPDATE "Order Lines" SET v = CASE WHEN line = 0 THEN v ELSE 'x' END WHERE "Order" = 103;
 		COMMIT`)
 	require.NoError(t, err)
-	const total = 2500 + 2 + 10
+	// Inserts, the delete, 1,000 updated rows (two chunks), 10 unchanged
+	// (no event), 10 with a new key (a delete and an insert each), 9 of 10
+	// changed.
+	const total = 2500 + 2 + 10 + 1000 + 0 + 20 + 9
 
 	type event struct {
-		ID        int64
-		Key, Data string
+		ID                         int64
+		Action, Key, Data, Changes string
 	}
 	var view []event
-	rows, err := pool.Query(ctx, `SELECT id, key::text, data::text FROM cdc.events ORDER BY txid, id`)
+	rows, err := pool.Query(ctx, `SELECT id, action, key::text, data::text, coalesce(changes::text, 'null')
+		FROM cdc.events ORDER BY txid, id`)
 	require.NoError(t, err)
 	for rows.Next() {
 		var e event
-		require.NoError(t, rows.Scan(&e.ID, &e.Key, &e.Data))
+		require.NoError(t, rows.Scan(&e.ID, &e.Action, &e.Key, &e.Data, &e.Changes))
 		view = append(view, e)
 	}
 	require.NoError(t, rows.Err())
@@ -519,8 +527,9 @@ func TestFetchPagesThroughChunks(t *testing.T) {
 		t.Run(fmt.Sprint(limit), func(t *testing.T) {
 			conn := mustConn(t, ctx, pool)
 			var (
-				c   sqlkit.Cursor
-				got []event
+				c    sqlkit.Cursor
+				got  []event
+				left = int64(total + 1)
 			)
 			for range total + 1 {
 				b, err := sqlkit.Fetch(ctx, conn, c, limit, nil)
@@ -528,24 +537,39 @@ func TestFetchPagesThroughChunks(t *testing.T) {
 				require.LessOrEqual(t, len(b.Rows), limit)
 				for _, r := range b.Rows {
 					// cdc.events shows keys and data as jsonb: compare decoded.
-					got = append(got, event{r.ID, normalJSON(t, r.Key), normalJSON(t, r.Data)})
+					changes := "null"
+					if r.Changes != nil {
+						changes = normalJSON(t, r.Changes)
+					}
+					got = append(got, event{r.ID, r.Action, normalJSON(t, r.Key), normalJSON(t, r.Data), changes})
 				}
 				c = c.Advance(b)
-				left, _, err := sqlkit.Backlog(ctx, conn, c)
+				// Updates are counted by row: a key change gives two
+				// events, an unchanged row none.
+				now, _, err := sqlkit.Backlog(ctx, conn, c)
 				require.NoError(t, err)
-				require.EqualValues(t, total-len(got), left, "backlog after %d events", len(got))
+				require.Less(t, now, left, "the backlog shrinks with every batch")
+				left = now
 				if !b.Full {
 					break
 				}
 			}
+			require.Zero(t, left)
 			require.Equal(t, total, len(got), "events read")
 			for i := range got {
 				require.Equal(t, view[i].ID, got[i].ID)
+				require.Equal(t, view[i].Action, got[i].Action, "event %d", got[i].ID)
 				require.JSONEq(t, view[i].Key, got[i].Key)
 				require.JSONEq(t, view[i].Data, got[i].Data)
+				require.JSONEq(t, view[i].Changes, got[i].Changes, "event %d", got[i].ID)
 			}
 			require.JSONEq(t, `{"Order":0,"line":0}`, got[0].Key)
 			require.JSONEq(t, `{"Order":249,"line":9}`, got[2499].Key)
+			byAction := map[string]int{}
+			for _, e := range got {
+				byAction[e.Action]++
+			}
+			require.Equal(t, map[string]int{"insert": 2500 + 2 + 10, "delete": 10 + 10, "update": 1000 + 9}, byAction)
 		})
 	}
 }

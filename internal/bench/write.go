@@ -225,7 +225,7 @@ func runUpdateDelete(ctx context.Context, e *env, sec *Section) error {
 		sec.add(g.name+", cdc, "+g.unit, PerSecond, g.v["cdc"])
 		sec.add(g.name+", cdc ÷ plain", Ratio, ratios(g.v["cdc"], g.v["plain"]))
 	}
-	sec.note("No targets: reported for information. An UPDATE's trigger pairs old and new rows by key and computes the " +
-		"changed columns; a DELETE's writes the old row.")
+	sec.note("No targets: reported for information. An UPDATE's trigger writes the old and the new rows as one chunk " +
+		"(the relay pairs them and computes the changed columns); a DELETE's writes the old rows as one chunk.")
 	return nil
 }

@@ -1,20 +1,24 @@
--- Chunked capture. Inserted and deleted rows are written to the outbox as
--- chunks: one outbox row per statement (up to 1,000 rows of it), holding the
--- row images as a JSON array in "rows" and their number in "events". A
--- 1,000-row INSERT then costs one outbox row and one index entry instead of
--- a thousand, and to_json() of each row is the only per-row work: measured,
--- this halved what capture adds to bulk writes (see BENCHMARKS.md).
+-- Chunked capture. Inserted, deleted and updated rows are written to the
+-- outbox as chunks: one outbox row per statement (up to 1,000 rows of it,
+-- 512 for updates), holding the row images as a JSON array in "rows" (and
+-- for updates the old images in "old_rows"). A 1,000-row INSERT then costs
+-- one outbox row and one index entry instead of a thousand, and to_json() of
+-- each row is the only per-row work: measured, this halved what capture adds
+-- to bulk inserts, and the relay, not the trigger, compares old and new rows
+-- of updates (see BENCHMARKS.md).
 --
 -- Event ids stay unique and increasing within a transaction: the id
--- sequence now steps by 1024, and the events of a chunk with id c are
--- c, c+1, ... c+events-1. Updates, truncates and the rows written before this
--- migration keep one outbox row per event (events = 1, rows NULL). The view
--- cdc.events shows every event as its own row, for people and SQL.
+-- sequence now steps by 1024, and the events of a chunk with id c are c,
+-- c+1, ... c+events-1 (for updates, c+2i, and c+2i+1 when row i changed its
+-- key). Truncates and the rows written before this migration keep one outbox
+-- row per event (events = 1, rows NULL). The view cdc.events shows every
+-- event as its own row, for people and SQL.
 
 ALTER TABLE cdc.outbox
     ADD COLUMN events      int    NOT NULL DEFAULT 1,
     ADD COLUMN key_columns text[],
     ADD COLUMN rows        json,
+    ADD COLUMN old_rows    json,
     ALTER COLUMN id SET INCREMENT BY 1024;
 
 -- A relay's position inside a pending transaction is now an event id, which
@@ -25,9 +29,11 @@ ALTER TABLE cdc.outbox
 ALTER TABLE cdc.relay_cursor RENAME COLUMN pending_after TO pending_after_event;
 
 COMMENT ON COLUMN cdc.outbox.events IS
-    'pgrelay: how many events the row holds: 1, or the length of rows';
+    'pgrelay: how many event ids the row takes: 1, the length of rows, or twice that for updates';
 COMMENT ON COLUMN cdc.outbox.rows IS
-    'pgrelay: for a chunk of inserts or deletes, the row images as a JSON array; event i (from 0) has id id+i';
+    'pgrelay: for a chunk, the row images as a JSON array (the new ones for updates); event i (from 0) has id id+i, or id+2i and id+2i+1 for updates';
+COMMENT ON COLUMN cdc.outbox.old_rows IS
+    'pgrelay: for a chunk of updates, the old row images, in step with rows';
 COMMENT ON COLUMN cdc.outbox.key_columns IS
     'pgrelay: for a chunk, the primary-key columns from which each event''s key is taken';
 
@@ -35,7 +41,8 @@ COMMENT ON COLUMN cdc.outbox.key_columns IS
 -- default pglz; servers built without it keep pglz.
 DO $do$
 BEGIN
-    ALTER TABLE cdc.outbox ALTER COLUMN rows SET COMPRESSION lz4;
+    ALTER TABLE cdc.outbox ALTER COLUMN rows SET COMPRESSION lz4,
+                           ALTER COLUMN old_rows SET COMPRESSION lz4;
 EXCEPTION WHEN feature_not_supported THEN
     RAISE NOTICE 'lz4 is not available: outbox chunks are compressed with pglz';
 END
@@ -176,40 +183,37 @@ BEGIN
         END IF;
         written := nrows;
     ELSE
-        -- UPDATE: pair old and new rows by primary key. A row whose key
-        -- changed has no partner and is reported as a delete of the old key
-        -- and an insert of the new one; a row that did not change at all is
-        -- not reported. Without a primary key (dropped after CDC was
-        -- enabled), rows are paired by their position in the transition
-        -- tables, which PostgreSQL fills in step, old and new together.
-        -- "OFFSET 0" keeps each row's to_jsonb() in its subquery: without
-        -- it the planner inlines the subquery and computes to_jsonb() once
-        -- per reference.
-        WITH o AS (
-            SELECT CASE WHEN onekey IS NOT NULL THEN r.d -> onekey
-                        WHEN keys IS NOT NULL THEN (SELECT jsonb_object_agg(c, r.d -> c) FROM unnest(keys) c)
-                   END AS k, r.d, r.pos
-            FROM (SELECT to_jsonb(orow.*) AS d, row_number() OVER () AS pos FROM old_rows orow OFFSET 0) r
-        ), n AS (
-            SELECT CASE WHEN onekey IS NOT NULL THEN r.d -> onekey
-                        WHEN keys IS NOT NULL THEN (SELECT jsonb_object_agg(c, r.d -> c) FROM unnest(keys) c)
-                   END AS k, r.d, r.pos
-            FROM (SELECT to_jsonb(nr.*) AS d, row_number() OVER () AS pos FROM new_rows nr OFFSET 0) r
-        )
-        INSERT INTO cdc.outbox (schema_name, table_name, action, key, data, changes)
-        SELECT sch, rel,
-               CASE WHEN o.d IS NULL THEN 'insert' WHEN n.d IS NULL THEN 'delete' ELSE 'update' END,
-               coalesce(n.k, o.k),
-               coalesce(n.d, o.d),
-               CASE WHEN o.d IS NOT NULL AND n.d IS NOT NULL THEN
-                   (SELECT json_agg(json_build_object('field', e.key, 'old', o.d -> e.key, 'new', e.value))
-                    FROM jsonb_each(n.d) e
-                    WHERE (o.d -> e.key) IS DISTINCT FROM e.value)
-               END
-        FROM o FULL JOIN n
-          ON coalesce(o.k, to_jsonb(o.pos)) = coalesce(n.k, to_jsonb(n.pos))
-        WHERE o.d IS DISTINCT FROM n.d;
-        GET DIAGNOSTICS written = ROW_COUNT;
+        -- UPDATE: chunks too, with the new rows in "rows" and the old ones in
+        -- "old_rows", two JSON arrays in step: PostgreSQL fills the
+        -- transition tables together, so the i-th old row is the i-th new
+        -- row before the statement. The relay pairs them: a row whose key
+        -- changed is reported as a delete of the old key and an insert of
+        -- the new one, a row that did not change is not reported, and the
+        -- others as updates with their changed columns. Each updated row
+        -- takes two event ids (the second for the insert of a changed key),
+        -- so "events" counts ids here, and chunks hold at most 512 rows.
+        SELECT count(*), sum(pg_column_size(nr.*)) INTO nrows, nbytes FROM new_rows nr;
+        IF nrows = 0 THEN
+            RETURN NULL;
+        END IF;
+        IF nrows <= 512 AND nbytes <= 131072 THEN
+            INSERT INTO cdc.outbox (schema_name, table_name, action, events, key_columns, rows, old_rows)
+            SELECT sch, rel, 'update', 2 * nrows, keys,
+                   (SELECT json_agg(nr.*) FROM new_rows nr),
+                   (SELECT json_agg(orow.*) FROM old_rows orow);
+        ELSE
+            INSERT INTO cdc.outbox (schema_name, table_name, action, events, key_columns, rows, old_rows)
+            SELECT sch, rel, 'update', 2 * count(*), keys,
+                   json_agg(w.nj ORDER BY w.pos), json_agg(w.oj ORDER BY w.pos)
+            FROM (SELECT n.pos, n.j AS nj, o.j AS oj,
+                         sum(pg_column_size(n.j) + pg_column_size(o.j)) OVER (ORDER BY n.pos) AS upto
+                  FROM (SELECT to_json(nr.*) AS j, row_number() OVER () AS pos FROM new_rows nr) n
+                  JOIN (SELECT to_json(orow.*) AS j, row_number() OVER () AS pos FROM old_rows orow) o
+                    ON o.pos = n.pos) w
+            GROUP BY (w.pos - 1) / 512, w.upto / 16777216
+            ORDER BY min(w.pos);
+        END IF;
+        written := nrows;
     END IF;
 
     -- Notify only when a relay waits for it (see cdc.relay_wake_enter), and
@@ -223,25 +227,56 @@ BEGIN
 END
 $fn$;
 
+-- cdc.row_key returns the key of the row image d, whose primary-key columns
+-- are cols, as the relay takes it: the one column's value, or an object of
+-- the columns' values; null for a missing column, NULL without a key.
+CREATE FUNCTION cdc.row_key(d json, cols text[]) RETURNS json
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT CASE WHEN cardinality(cols) = 1 THEN coalesce(d -> cols[1], 'null'::json)
+                WHEN cols IS NOT NULL THEN
+                    (SELECT json_object_agg(c.name, coalesce(d -> c.name, 'null'::json) ORDER BY c.pos)
+                     FROM unnest(cols) WITH ORDINALITY AS c(name, pos))
+           END
+$fn$;
+
 -- cdc.events shows the outbox one event per row, as the relay delivers
--- them: chunks unnested, each event's key taken from its row.
+-- them: chunks unnested, each event's key taken from its row, and updated
+-- rows paired and compared the way the relay does it (sqlkit/chunk.go), on
+-- the JSON text.
 CREATE VIEW cdc.events AS
 SELECT o.id, o.txid, o.changed_at, o.schema_name, o.table_name, o.action, o.key, o.data, o.changes
 FROM cdc.outbox o
 WHERE o.rows IS NULL
 UNION ALL
 SELECT o.id + e.i - 1, o.txid, o.changed_at, o.schema_name, o.table_name, o.action,
-       CASE WHEN cardinality(o.key_columns) = 1 THEN e.d -> o.key_columns[1]
-            WHEN o.key_columns IS NOT NULL THEN
-                (SELECT jsonb_object_agg(c.name, e.d -> c.name ORDER BY c.pos)
-                 FROM unnest(o.key_columns) WITH ORDINALITY AS c(name, pos))
-       END,
-       e.d, NULL::json
+       cdc.row_key(e.v, o.key_columns)::jsonb, e.v::jsonb, NULL::json
+FROM cdc.outbox o
+CROSS JOIN LATERAL json_array_elements(o.rows) WITH ORDINALITY AS e(v, i)
+WHERE o.rows IS NOT NULL AND o.old_rows IS NULL
+UNION ALL
+SELECT o.id + 2 * (p.i - 1) + x.second, o.txid, o.changed_at, o.schema_name, o.table_name,
+       x.action, x.key::jsonb, x.data::jsonb, x.changes
 FROM cdc.outbox o
 CROSS JOIN LATERAL (
-    SELECT a.v::jsonb AS d, a.i FROM json_array_elements(o.rows) WITH ORDINALITY AS a(v, i)
-) e
-WHERE o.rows IS NOT NULL;
+    SELECT n.i, n.v AS nv, ov.v AS ov,
+           cdc.row_key(n.v, o.key_columns)::text AS nk, cdc.row_key(ov.v, o.key_columns)::text AS ok
+    FROM json_array_elements(o.rows) WITH ORDINALITY AS n(v, i)
+    JOIN json_array_elements(o.old_rows) WITH ORDINALITY AS ov(v, i) ON ov.i = n.i
+) p
+CROSS JOIN LATERAL (
+    SELECT 0 AS second, 'update'::text AS action, p.nk AS key, p.nv AS data,
+           (SELECT json_agg(json_build_object('field', f.key, 'old', coalesce(p.ov -> f.key, 'null'::json), 'new', f.value))
+            FROM json_each(p.nv) AS f
+            WHERE (p.ov -> f.key)::text IS DISTINCT FROM f.value::text) AS changes
+    WHERE p.nk IS NOT DISTINCT FROM p.ok AND p.nv::text <> p.ov::text
+    UNION ALL
+    SELECT 0, 'delete', p.ok, p.ov, NULL WHERE p.nk IS DISTINCT FROM p.ok
+    UNION ALL
+    SELECT 1, 'insert', p.nk, p.nv, NULL WHERE p.nk IS DISTINCT FROM p.ok
+) x
+WHERE o.old_rows IS NOT NULL;
 
 COMMENT ON VIEW cdc.events IS
-    'pgrelay: the outbox, one row per event (chunks of inserts and deletes unnested)';
+    'pgrelay: the outbox, one row per event (chunks unnested, updates paired and compared)';

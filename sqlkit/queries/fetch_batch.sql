@@ -1,8 +1,10 @@
 -- The outbox rows holding the next $4 undelivered events, in (txid, id)
 -- order. The last row may hold more events than are needed, and the first row
 -- of a pending transaction may be a chunk whose first events were delivered
--- (a chunk with id c holds events c .. c+events-1, and events <= 1024): the
--- caller drops those.
+-- (a chunk with id c holds event ids c .. c+events-1, and events <= 1024):
+-- the caller drops those. Event counts here are counts of ids, which
+-- overstate updates (two ids per row): a batch of updates may be smaller
+-- than $4.
 -- $1: every transaction at or above this id is wholly undelivered.
 -- $2, $3: transactions below $1 whose events after id $3[i] are undelivered.
 -- Both parts are (txid, id) index range scans. The pending part sorts before
@@ -11,9 +13,9 @@
 -- past the limit are dropped before their (possibly large, TOASTed) JSON is
 -- read.
 SELECT w.id, w.txid, w.changed_at, w.schema_name, w.table_name, w.action, w.key, w.data, w.changes,
-       w.events, w.key_columns, w.rows
+       w.events, w.key_columns, w.rows, w.old_rows, w.upto
 FROM (
-    SELECT b.*, sum(b.todo) OVER (ORDER BY b.txid, b.id ROWS UNBOUNDED PRECEDING) AS upto
+    SELECT b.*, (sum(b.todo) OVER (ORDER BY b.txid, b.id ROWS UNBOUNDED PRECEDING))::bigint AS upto
     FROM (
         (SELECT o.*, o.id + o.events - 1 - greatest(o.id - 1, p.after_id) AS todo
          FROM unnest($2::xid8[], $3::bigint[]) AS p(txid, after_id)

@@ -1,1 +1,2 @@
-SELECT coalesce(sum(events), 0)::bigint FROM cdc.outbox;
+-- Events in the outbox, delivered or not, counted as in backlog.sql.
+SELECT coalesce(sum(CASE WHEN old_rows IS NULL THEN events ELSE events / 2 END), 0)::bigint FROM cdc.outbox;
