@@ -170,3 +170,68 @@ func withDB(c *cli.Context, f func(ctx context.Context, conn *pgx.Conn) error) e
 type quietRedisLogger struct{}
 
 func (quietRedisLogger) Printf(context.Context, string, ...any) {}
+
+// hoistGlobalFlags moves the global flags written after the command name in
+// front of it, so that `relay run --log-level debug` means what it says:
+// urfave/cli only reads an application's flags before the command. Every
+// global flag takes a value, and no command has a flag of the same name. A
+// "--" ends the flags; what follows it is left alone.
+func hoistGlobalFlags(app *cli.App, args []string) []string {
+	global := map[string]bool{}
+	for _, f := range app.Flags {
+		for _, n := range f.Names() {
+			global[n] = true
+		}
+	}
+	// name returns the flag name of arg ("--log-level=x" gives "log-level"),
+	// and whether its value is in the same argument.
+	name := func(arg string) (string, bool) {
+		n := strings.TrimLeft(arg, "-")
+		if i := strings.IndexByte(n, '='); i >= 0 {
+			return n[:i], true
+		}
+		return n, false
+	}
+	cmd := -1
+	for i := 1; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return args
+		}
+		if !strings.HasPrefix(a, "-") {
+			cmd = i
+			break
+		}
+		if n, inline := name(a); global[n] && !inline {
+			i++ // its value
+		}
+	}
+	if cmd < 0 {
+		return args
+	}
+	var moved, rest []string
+	for i := cmd + 1; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			rest = append(rest, args[i:]...)
+			break
+		}
+		n, inline := name(a)
+		if !strings.HasPrefix(a, "-") || !global[n] {
+			rest = append(rest, a)
+			continue
+		}
+		moved = append(moved, a)
+		if !inline && i+1 < len(args) {
+			i++
+			moved = append(moved, args[i])
+		}
+	}
+	// Just before the command, after the global flags already there, so
+	// that a flag given twice keeps its last value.
+	out := make([]string, 0, len(args))
+	out = append(out, args[:cmd]...)
+	out = append(out, moved...)
+	out = append(out, args[cmd])
+	return append(out, rest...)
+}

@@ -12,7 +12,8 @@ import (
 
 func main() {
 	redis.SetLogger(quietRedisLogger{})
-	if err := newApp(os.Stdout, os.Stderr).Run(os.Args); err != nil {
+	app := newApp(os.Stdout, os.Stderr)
+	if err := app.Run(hoistGlobalFlags(app, os.Args)); err != nil {
 		fmt.Fprintln(os.Stderr, "relay: "+oneLine(err.Error()))
 		os.Exit(1)
 	}

@@ -18,7 +18,8 @@ import (
 // one line main would print on error.
 func runCLI(ctx context.Context, args ...string) (stdout, errLine string, err error) {
 	var out, logs bytes.Buffer
-	err = newApp(&out, &logs).RunContext(ctx, append([]string{"relay", "--log-format", "json"}, args...))
+	app := newApp(&out, &logs)
+	err = app.RunContext(ctx, hoistGlobalFlags(app, append([]string{"relay", "--log-format", "json"}, args...)))
 	if err != nil {
 		errLine = oneLine(err.Error())
 	}
@@ -56,6 +57,8 @@ func TestCLIBadInput(t *testing.T) {
 		{"unreachable redis", []string{"--database-url", dbURL, "--redis-url", "redis://:secret@127.0.0.1:1", "run"}, "connect to redis redis://:xxxxx@127.0.0.1:1"},
 		{"bad flag", []string{"status", "--frobnicate"}, "flag provided but not defined"},
 		{"bad log level", []string{"--log-level", "loud", "status"}, `invalid log level "loud"`},
+		{"bad log level after the command", []string{"status", "--log-level=loud"}, `invalid log level "loud"`},
+		{"global flag after the command", []string{"status", "--database-url", bareURL}, "run `relay migrate`"},
 		{"bad batch size", []string{"--database-url", dbURL, "run", "--batch-size", "-5"}, "--batch-size must be between"},
 	}
 	for _, tt := range tests {
@@ -153,4 +156,22 @@ func TestCLIEnsureRunStatus(t *testing.T) {
 func TestMain(m *testing.M) {
 	redis.SetLogger(quietRedisLogger{}) // as main does
 	os.Exit(m.Run())
+}
+
+func TestHoistGlobalFlags(t *testing.T) {
+	app := newApp(nil, nil)
+	tests := []struct{ in, want string }{
+		{"relay run", "relay run"},
+		{"relay --log-level debug run", "relay --log-level debug run"},
+		{"relay run --log-level debug --batch-size 5", "relay --log-level debug run --batch-size 5"},
+		{"relay run --log-level=debug", "relay --log-level=debug run"},
+		{"relay --log-format json status --database-url u --json", "relay --log-format json --database-url u status --json"},
+		{"relay ensure-cdc --schema s users --timeout 2s", "relay --timeout 2s ensure-cdc --schema s users"},
+		{"relay ensure-cdc -- --log-level", "relay ensure-cdc -- --log-level"},
+		{"relay --log-level info run --log-level debug", "relay --log-level info --log-level debug run"},
+		{"relay --help", "relay --help"},
+	}
+	for _, tt := range tests {
+		require.Equal(t, tt.want, strings.Join(hoistGlobalFlags(app, strings.Fields(tt.in)), " "), tt.in)
+	}
 }
