@@ -7,14 +7,16 @@ import (
 	"fmt"
 )
 
-// The capture trigger writes the inserted or deleted rows of a statement as
-// one outbox row, a chunk: a JSON array of row images (to_json of each row,
-// as json_agg writes it) and the names of the primary-key columns. These
-// functions cut a chunk into events without decoding the values: each
-// event's data is a slice of the chunk's bytes.
+// The capture trigger writes the rows a statement changed as one outbox
+// row, a chunk: a JSON array of row images (to_json of each row, as json_agg
+// writes it), for updates a second array of the old images, and the names
+// of the primary-key columns. These functions cut a chunk into events
+// without decoding the values: each event's data is a slice of the chunk's
+// bytes, and an update's changes are found by comparing JSON text.
 
-// maxChunkEvents is how many events one outbox row may hold: the id sequence
-// steps by this much, and the events of the row with id c are c, c+1, ...
+// maxChunkEvents is how many event ids one outbox row may take: the id
+// sequence steps by this much, and the events of the row with id c have ids
+// from c up (see appendChunk).
 const maxChunkEvents = 1024
 
 // errMalformedChunk means an outbox chunk is not the JSON the trigger writes.
