@@ -665,3 +665,32 @@ func TestCDCWithHostileNames(t *testing.T) {
 	require.NoError(t, pool.QueryRow(ctx, `SELECT to_regclass('public.canary') IS NOT NULL`).Scan(&canary))
 	require.True(t, canary, "no name was ever run as SQL")
 }
+
+// TestCaptureCutsLargeStatementsBySize writes one statement whose rows make
+// far more JSON than one chunk may hold: it is cut into several outbox rows,
+// and every row arrives whole, in order.
+func TestCaptureCutsLargeStatementsBySize(t *testing.T) {
+	t.Parallel()
+	ctx, pool := setup(t, `CREATE TABLE docs (id int PRIMARY KEY, body text)`)
+	_, err := sqlkit.EnsureCDCFor(ctx, pool, sqlkit.Table{Name: "docs"})
+	require.NoError(t, err)
+	const rows, size = 8, 5 << 20 // 40 MB of JSON; chunks stop near 16 MB
+	body := randomText(t, size)
+	_, err = pool.Exec(ctx, `INSERT INTO docs SELECT g, $1 FROM generate_series(1, $2::int) g`, body, rows)
+	require.NoError(t, err)
+
+	var chunks int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM cdc.outbox`).Scan(&chunks))
+	require.Greater(t, chunks, 1, "cut into several outbox rows")
+	require.Less(t, chunks, rows, "but not one per row")
+
+	events := rawOutbox(t, ctx, pool)
+	require.Len(t, events, rows)
+	for i, e := range events {
+		require.Equal(t, fmt.Sprint(i+1), string(e.Key))
+		require.True(t, string(e.Data) == fmt.Sprintf(`{"id":%d,"body":"%s"}`, i+1, body), "row %d whole", i+1)
+		if i > 0 {
+			require.Greater(t, e.ID, events[i-1].ID)
+		}
+	}
+}
