@@ -213,39 +213,74 @@ func keyEquals(q []byte, name string) (bool, error) {
 	return string(raw) == name, nil
 }
 
-// eventKey returns the key of the event whose row image is data: the value
-// of the one primary-key column, or an object of column to value for a
-// composite key; nil (SQL NULL) when the table had no primary key. A key
-// column missing from the row gives null.
-func eventKey(data []byte, columns []string) ([]byte, error) {
-	switch len(columns) {
+// keySpec is a table's primary key as a chunk records it, prepared once per
+// chunk: the column names, and for a composite key each name as a JSON
+// string for the key object.
+type keySpec struct {
+	columns []string
+	quoted  [][]byte
+}
+
+func newKeySpec(columns []string) keySpec {
+	k := keySpec{columns: columns}
+	if len(columns) > 1 {
+		for _, c := range columns {
+			q, _ := json.Marshal(c) // a string always marshals
+			k.quoted = append(k.quoted, q)
+		}
+	}
+	return k
+}
+
+// of returns the key of the event whose row image is data: the value of the
+// one primary-key column, or an object of column to value for a composite
+// key, in key order; nil (SQL NULL) when the table had no primary key. A
+// key column missing from the row gives null. The row is read once.
+func (k keySpec) of(data []byte) ([]byte, error) {
+	switch len(k.columns) {
 	case 0:
 		return nil, nil
 	case 1:
-		v, ok, err := objectField(data, columns[0])
+		v, ok, err := objectField(data, k.columns[0])
 		if err != nil || !ok {
 			return []byte("null"), err
 		}
 		return v, nil
 	}
+	values := make([][]byte, len(k.columns))
+	var keyErr error
+	err := eachMember(data, func(name, v []byte) bool {
+		for i, c := range k.columns {
+			if values[i] != nil {
+				continue
+			}
+			match, err := keyEquals(name, c)
+			if err != nil {
+				keyErr = err
+				return false
+			}
+			if match {
+				values[i] = v
+				break
+			}
+		}
+		return true
+	})
+	if err == nil {
+		err = keyErr
+	}
+	if err != nil {
+		return nil, err
+	}
 	key := []byte{'{'}
-	for i, c := range columns {
+	for i, v := range values {
 		if i > 0 {
 			key = append(key, ',')
 		}
-		name, err := json.Marshal(c)
-		if err != nil {
-			return nil, err
-		}
-		key = append(append(key, name...), ':')
-		v, ok, err := objectField(data, c)
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
+		if v == nil {
 			v = []byte("null")
 		}
-		key = append(key, v...)
+		key = append(append(append(key, k.quoted[i]...), ':'), v...)
 	}
 	return append(key, '}'), nil
 }
@@ -268,10 +303,11 @@ func appendChunk(rows []Row, r Row, chunk, oldChunk []byte, keyColumns []string)
 		err = fmt.Errorf("%d rows, more than %d event ids", len(news), maxChunkEvents)
 	}
 	if err == nil {
+		key := newKeySpec(keyColumns)
 		if oldChunk == nil {
-			rows, err = appendRowEvents(rows, r, news, keyColumns)
+			rows, err = appendRowEvents(rows, r, news, key)
 		} else {
-			rows, err = appendUpdateEvents(rows, r, olds, news, keyColumns)
+			rows, err = appendUpdateEvents(rows, r, olds, news, key)
 		}
 	}
 	if err != nil {
@@ -289,13 +325,13 @@ func ids(n int, update bool) int {
 }
 
 // appendRowEvents appends an event per row image: inserts or deletes.
-func appendRowEvents(rows []Row, r Row, images [][]byte, keyColumns []string) ([]Row, error) {
+func appendRowEvents(rows []Row, r Row, images [][]byte, key keySpec) ([]Row, error) {
 	for i, data := range images {
 		e := r
 		e.ID = r.ID + int64(i)
 		e.Data = data
 		var err error
-		if e.Key, err = eventKey(data, keyColumns); err != nil {
+		if e.Key, err = key.of(data); err != nil {
 			return rows, fmt.Errorf("key of event %d: %w", i, err)
 		}
 		rows = append(rows, e)
@@ -308,17 +344,17 @@ func appendRowEvents(rows []Row, r Row, images [][]byte, keyColumns []string) ([
 // an update with its changed columns for a row that kept its key, and a
 // delete of the old key and an insert of the new one for a row whose key
 // changed. Row i's events have ids r.ID+2i and r.ID+2i+1.
-func appendUpdateEvents(rows []Row, r Row, olds, news [][]byte, keyColumns []string) ([]Row, error) {
+func appendUpdateEvents(rows []Row, r Row, olds, news [][]byte, key keySpec) ([]Row, error) {
 	for i := range news {
 		oldData, newData := olds[i], news[i]
 		if bytes.Equal(oldData, newData) {
 			continue
 		}
-		oldKey, err := eventKey(oldData, keyColumns)
+		oldKey, err := key.of(oldData)
 		if err != nil {
 			return rows, fmt.Errorf("key of old row %d: %w", i, err)
 		}
-		newKey, err := eventKey(newData, keyColumns)
+		newKey, err := key.of(newData)
 		if err != nil {
 			return rows, fmt.Errorf("key of new row %d: %w", i, err)
 		}

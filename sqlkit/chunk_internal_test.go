@@ -39,7 +39,7 @@ func TestSplitArray(t *testing.T) {
 	}
 }
 
-func TestEventKey(t *testing.T) {
+func TestKeySpec(t *testing.T) {
 	t.Parallel()
 	row := []byte(`{"id":7,"Tenant \"A\"":"t1","é":{"x":[1,2]},"nothing":null}`)
 	tests := []struct {
@@ -58,7 +58,7 @@ func TestEventKey(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := eventKey(row, tt.columns)
+			got, err := newKeySpec(tt.columns).of(row)
 			require.NoError(t, err)
 			require.Equal(t, tt.want, string(got))
 		})
@@ -130,7 +130,7 @@ func TestAppendUpdateEvents(t *testing.T) {
 			for i := range tt.olds {
 				olds, news = append(olds, []byte(tt.olds[i])), append(news, []byte(tt.news[i]))
 			}
-			rows, err := appendUpdateEvents(nil, Row{ID: 100, Txid: 5}, olds, news, tt.keys)
+			rows, err := appendUpdateEvents(nil, Row{ID: 100, Txid: 5}, olds, news, newKeySpec(tt.keys))
 			require.NoError(t, err)
 			var got []ev
 			for _, r := range rows {
