@@ -1,14 +1,22 @@
 -- Undelivered events for a cursor (same arguments and chunk arithmetic as
--- fetch_batch.sql): how many, and the change time of the oldest. Updates
--- count one event per updated row, though a row whose key changed gives
--- two and a row that did not change none.
+-- fetch_batch.sql): how many, and the change time of the oldest. By the
+-- cursor's invariant (sqlkit/cursor.go) they are the events of the
+-- transactions that are pending, start at or after next_txid, or have a row
+-- above the mark, and those after the recorded event of the partial ones.
+-- Updates count one event per updated row, though a row whose key changed
+-- gives two and a row that did not change none.
 SELECT coalesce(sum(CASE WHEN s.updates THEN (s.todo + 1) / 2 ELSE s.todo END), 0)::bigint, min(s.changed_at)
 FROM (
     SELECT o.id + o.events - 1 - greatest(o.id - 1, p.after_id) AS todo,
            o.old_rows IS NOT NULL AS updates, o.changed_at
-    FROM unnest($2::xid8[], $3::bigint[]) AS p(txid, after_id)
+    FROM unnest($4::xid8[], $5::bigint[]) AS p(txid, after_id)
     JOIN cdc.outbox o ON o.txid = p.txid AND o.id > p.after_id - 1024
                      AND o.id + o.events - 1 > p.after_id
     UNION ALL
-    SELECT o.events, o.old_rows IS NOT NULL, o.changed_at FROM cdc.outbox o WHERE o.txid >= $1
+    SELECT o.events, o.old_rows IS NOT NULL, o.changed_at
+    FROM cdc.outbox o
+    WHERE o.txid IN (SELECT unnest($3::xid8[])
+                     UNION SELECT a.txid FROM cdc.outbox a WHERE a.id > $1
+                     UNION SELECT a.txid FROM cdc.outbox a WHERE a.txid >= $2)
+      AND o.txid <> ALL ($4::xid8[])
 ) s;

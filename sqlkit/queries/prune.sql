@@ -1,21 +1,29 @@
 -- Deletes outbox rows that changed more than $1 ago and that every relay
--- (every row of cdc.relay_cursor) has delivered: below its next_txid and
--- not among its pending transactions. It looks only at the oldest $2 rows
--- in (txid, id) order, so that each call costs the same however large the
--- outbox. With no relay recorded yet, nothing is deleted.
+-- (every row of cdc.relay_cursor) has delivered. By the cursor's invariant
+-- (sqlkit/cursor.go) a row is delivered for a relay when its transaction is
+-- below next_txid, neither pending nor partial, and has no row above the
+-- mark; taking the smallest mark and next_txid of all relays and every
+-- relay's lists covers them all. It looks only at the oldest $2 rows in id
+-- order, so that each call costs the same however large the outbox. With no
+-- relay recorded yet, nothing is deleted.
+WITH lim AS (
+    SELECT min(c.mark) AS mark, min(c.next_txid) AS next_txid,
+           array_agg(DISTINCT t) FILTER (WHERE t IS NOT NULL) AS busy
+    FROM cdc.relay_cursor c
+    LEFT JOIN LATERAL (SELECT unnest(c.pending_txids || c.partial_txids) AS t) u ON true
+)
 DELETE FROM cdc.outbox
-WHERE (txid, id) IN (
-    SELECT p.txid, p.id
+WHERE id IN (
+    SELECT p.id
     FROM (
         SELECT o.txid, o.id, o.changed_at
         FROM cdc.outbox o
-        WHERE o.txid < (SELECT min(c.next_txid) FROM cdc.relay_cursor c)
-        ORDER BY o.txid, o.id
+        WHERE o.id <= (SELECT lim.mark FROM lim)
+        ORDER BY o.id
         LIMIT $2
-    ) p
+    ) p, lim
     WHERE p.changed_at < now() - $1::interval
-      AND NOT EXISTS (
-          SELECT 1 FROM cdc.relay_cursor c
-          WHERE p.txid = ANY (c.pending_txids)
-      )
+      AND p.txid < lim.next_txid
+      AND p.txid <> ALL (coalesce(lim.busy, '{}'))
+      AND NOT EXISTS (SELECT FROM cdc.outbox l WHERE l.txid = p.txid AND l.id > lim.mark)
 );

@@ -1,7 +1,9 @@
-INSERT INTO cdc.relay_cursor AS c (name, next_txid, pending_txids, pending_after_event, updated_at)
-VALUES ($1, $2, $3, $4, now())
+INSERT INTO cdc.relay_cursor AS c (name, mark, next_txid, pending_txids, partial_txids, partial_after, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, now())
 ON CONFLICT (name) DO UPDATE
-SET next_txid = excluded.next_txid,
+SET mark = excluded.mark,
+    next_txid = excluded.next_txid,
     pending_txids = excluded.pending_txids,
-    pending_after_event = excluded.pending_after_event,
+    partial_txids = excluded.partial_txids,
+    partial_after = excluded.partial_after,
     updated_at = excluded.updated_at;
