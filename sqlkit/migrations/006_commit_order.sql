@@ -25,10 +25,11 @@ ALTER TABLE cdc.outbox ALTER COLUMN id SET CACHE 1;
 -- below the mark. next_txid keeps its meaning: transactions from there on are
 -- wholly undelivered.
 ALTER TABLE cdc.relay_cursor
+    DROP CONSTRAINT relay_cursor_check, -- pending_txids and pending_after_event in step
     ADD COLUMN mark          bigint   NOT NULL DEFAULT 0,
     ADD COLUMN partial_txids xid8[]   NOT NULL DEFAULT '{}',
     ADD COLUMN partial_after bigint[] NOT NULL DEFAULT '{}',
-    ADD CHECK (cardinality(partial_txids) = cardinality(partial_after));
+    ADD CONSTRAINT relay_cursor_partial_check CHECK (cardinality(partial_txids) = cardinality(partial_after));
 
 -- Cursors saved by an older relay: every transaction below next_txid was
 -- delivered, except the pending ones (wholly, or after pending_after_event).
