@@ -23,7 +23,9 @@ const (
 // Event is one captured row change.
 type Event struct {
 	// ID is the event's outbox id: unique, and increasing within a
-	// transaction (not across transactions, which commit in any order).
+	// transaction. Across transactions ids do not give the order:
+	// transactions are delivered in commit order (see the README's
+	// Guarantees), and one delivered later may have smaller ids.
 	ID int64
 	// Txid is the id of the transaction that made the change; consumers
 	// can group a transaction's events by it.

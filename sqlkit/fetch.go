@@ -3,7 +3,6 @@ package sqlkit
 import (
 	"context"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -178,17 +177,4 @@ func readFetch(br pgx.BatchResults, rows []Row, c Cursor, limit int) (Batch, err
 	b.Full = !p.all || p.edge > 0 || upto >= int64(limit)
 	b.Rows = rows
 	return b, nil
-}
-
-// Finished reports whether transaction txid had ended (committed or aborted)
-// when the snapshot was taken, which is when its rows, if it committed, are
-// visible in the snapshot.
-func (s Snapshot) Finished(txid uint64) bool {
-	if txid < s.Xmin {
-		return true
-	}
-	if txid >= s.Xmax {
-		return false
-	}
-	return !slices.Contains(s.Xip, txid)
 }

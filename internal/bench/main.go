@@ -61,6 +61,9 @@ type config struct {
 	drainRounds int
 	drainEvents int64
 	naiveEvents int64
+	// tpcbTransactions is how many TPC-B transactions each client writes
+	// for the drain-tpcb backlog.
+	tpcbTransactions int
 
 	slowConns, fastConns int
 	latRounds            int
@@ -82,24 +85,25 @@ type config struct {
 // cores.
 func fullConfig() config {
 	return config{
-		clients:        8,
-		bulkRounds:     5,
-		bulkStatements: 50,
-		concRounds:     3,
-		concDuration:   3 * time.Second,
-		updRounds:      3,
-		updRows:        50_000,
-		drainRounds:    3,
-		drainEvents:    200_000,
-		naiveEvents:    20_000,
-		slowConns:      4,
-		fastConns:      8,
-		latRounds:      3,
-		latDuration:    10 * time.Second,
-		fastRounds:     3,
-		fastDuration:   10 * time.Second / 3,
-		memSizes:       []int64{100_000, 1_000_000},
-		memRounds:      3,
+		clients:          8,
+		bulkRounds:       5,
+		bulkStatements:   50,
+		concRounds:       3,
+		concDuration:     3 * time.Second,
+		updRounds:        3,
+		updRows:          50_000,
+		drainRounds:      3,
+		drainEvents:      200_000,
+		naiveEvents:      20_000,
+		tpcbTransactions: 1_000,
+		slowConns:        4,
+		fastConns:        8,
+		latRounds:        3,
+		latDuration:      10 * time.Second,
+		fastRounds:       3,
+		fastDuration:     10 * time.Second / 3,
+		memSizes:         []int64{100_000, 1_000_000},
+		memRounds:        3,
 
 		sustainDuration: 60 * time.Second,
 		sampleEvery:     5 * time.Second,
@@ -117,6 +121,7 @@ func quickConfig() config {
 	c.concRounds, c.concDuration = 2, time.Second
 	c.updRounds, c.updRows = 2, 10_000
 	c.drainRounds, c.drainEvents, c.naiveEvents = 2, 50_000, 5_000
+	c.tpcbTransactions = 300
 	c.latRounds, c.latDuration = 2, 5*time.Second
 	c.fastRounds, c.fastDuration = 2, 2*time.Second
 	c.memSizes, c.memRounds = []int64{20_000, 100_000}, 1
@@ -139,6 +144,7 @@ var suite = []benchmark{
 	{key: "concurrent-insert", title: "Write overhead: concurrent single-row INSERT", run: runConcurrentInsert},
 	{key: "update-delete", title: "UPDATE and DELETE overhead", run: runUpdateDelete},
 	{key: "drain", title: "Drain throughput", run: runDrain},
+	{key: "drain-tpcb", title: "Drain throughput, TPC-B backlog", run: runDrainTPCB},
 	{key: "latency", title: "End-to-end latency", run: runLatency},
 	{key: "memory", title: "Relay memory", run: runMemory, needsBinary: true},
 	{key: "sustained", title: "Sustained load", run: runSustained},

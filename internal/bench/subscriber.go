@@ -47,15 +47,21 @@ type waiter struct {
 // timestampField precedes the event's change time in pgrelay's JSON.
 const timestampField = `"timestamp":"`
 
-// subscribe connects, subscribes to channel and waits for Redis to confirm
+// subscribe connects, subscribes to channel (a pattern when it holds a *)
+// and waits for Redis to confirm
 // the subscription, so that nothing published afterwards can be missed.
 func (e *env) subscribe(ctx context.Context, channel string) (*subscriber, error) {
 	s := &subscriber{client: e.newRedis(), exited: make(chan struct{})}
 	s.watch.Store(math.MaxInt64)
-	s.ps = s.client.Subscribe(ctx, channel)
+	kind := "subscribe"
+	if strings.Contains(channel, "*") {
+		kind, s.ps = "psubscribe", s.client.PSubscribe(ctx, channel)
+	} else {
+		s.ps = s.client.Subscribe(ctx, channel)
+	}
 	msg, err := s.ps.Receive(ctx)
 	if err == nil {
-		if sub, ok := msg.(*redis.Subscription); !ok || sub.Kind != "subscribe" {
+		if sub, ok := msg.(*redis.Subscription); !ok || sub.Kind != kind {
 			err = fmt.Errorf("unexpected reply to SUBSCRIBE: %v", msg)
 		}
 	}
