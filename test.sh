@@ -340,9 +340,21 @@ want_pgbouncer() {
 	fi
 }
 
+# need_pgbench makes sure pgbench runs: relay/TestRelayMirrorsTPCB drives
+# its TPC-B load. Debian ships the program with the server (postgresql-15
+# on Debian 12, which the postgresql package pulls in), not in
+# postgresql-client-NN, while /usr/bin/pgbench, from
+# postgresql-client-common, is a wrapper that is there either way: hence
+# running it rather than need_command's command -v.
+need_pgbench() {
+	pgbench --version >/dev/null 2>&1 || apt_install postgresql
+	pgbench --version >/dev/null 2>&1 || die "pgbench still does not run after installing postgresql"
+}
+
 cmd_test() {
 	setup_servers
 	want_pgbouncer
+	need_pgbench
 	drop_leftover_databases
 	check_gofmt
 	check_vet

@@ -45,23 +45,32 @@ type quietRedisLogger struct{}
 
 func (quietRedisLogger) Printf(context.Context, string, ...any) {}
 
-// stdoutHandler writes a batch's ids and flushes once per batch: what
-// reached the pipe was accepted.
+// stdoutHandler writes a batch's ids (or whole events, with json) and
+// flushes once per batch: what reached the pipe was accepted.
 type stdoutHandler struct {
 	relay.BaseHandler
-	w *bufio.Writer
+	w    *bufio.Writer
+	json bool
 }
 
 func (h *stdoutHandler) OnEvents(_ context.Context, events []relay.Event) error {
 	for _, e := range events {
-		h.w.WriteString(strconv.FormatInt(e.ID, 10))
+		if h.json {
+			h.w.Write(e.AppendJSON(h.w.AvailableBuffer()))
+		} else {
+			h.w.WriteString(strconv.FormatInt(e.ID, 10))
+		}
 		h.w.WriteByte('\n')
 	}
 	return h.w.Flush()
 }
 
 func runChild(url string) error {
-	r, err := relay.New(relay.Config{DatabaseURL: url, BatchSize: 500}, &stdoutHandler{w: bufio.NewWriter(os.Stdout)})
+	cfg, h := relay.Config{DatabaseURL: url, BatchSize: 500}, &stdoutHandler{w: bufio.NewWriter(os.Stdout)}
+	if os.Getenv(childJSONEnv) != "" {
+		cfg.BatchSize, h.json = mirrorBatchSize, true
+	}
+	r, err := relay.New(cfg, h)
 	if err != nil {
 		return err
 	}
