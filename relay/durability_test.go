@@ -124,7 +124,14 @@ func TestRelayKilledMidDrain(t *testing.T) {
 	}()
 	for len(seen) < total && read(out) {
 	}
-	require.Len(t, seen, total, "every event delivered")
+	// Counted once the relay has nothing left to deliver and has ended,
+	// with everything it wrote read, so that a repeat arriving late counts
+	// too.
+	f.waitDelivered(t, testenv.Context(t), "")
+	require.NoError(t, second.Process.Signal(syscall.SIGTERM))
+	for read(out) {
+	}
+	require.Len(t, seen, total, "every event delivered, and no other")
 	duplicates := lines - total
 	t.Logf("SIGKILL mid-drain: %d events delivered twice (batch size 500)", duplicates)
 	require.LessOrEqual(t, duplicates, 500, "at most one batch again")
@@ -150,6 +157,7 @@ func TestRelayCloseDuringDrain(t *testing.T) {
 	require.NoError(t, r.Close(closeCtx), "Close twice is fine")
 	require.EqualValues(t, 1, c.closes.Load())
 
+	requireNoDuplicates(t, c.snapshot()) // closed, the relay delivers nothing more
 	delivered := len(c.snapshot())
 	require.Less(t, delivered, total, "stopped before the end")
 	cur, err := sqlkit.LoadCursor(ctx, f.pool, relay.DefaultName)
@@ -219,7 +227,7 @@ func TestRelayWaitsOutRedisDown(t *testing.T) {
 	defer func() { require.NoError(t, r.Close(context.Background())) }()
 
 	f.exec(t, `INSERT INTO items SELECT g, 'before' FROM generate_series(1, 100) g`)
-	c.waitCount(t, ctx, 100)
+	f.waitExactly(t, ctx, c, 100)
 
 	port, _ := strconv.Atoi(addr[len("127.0.0.1:"):])
 	stop()
@@ -233,6 +241,5 @@ func TestRelayWaitsOutRedisDown(t *testing.T) {
 	require.Len(t, c.snapshot(), 100)
 
 	startRedisServer(t, port)
-	events := c.waitCount(t, ctx, 1100)
-	require.Len(t, events, 1100)
+	f.waitExactly(t, ctx, c, 1100)
 }

@@ -74,6 +74,6 @@ func TestLeastPrivilege(t *testing.T) {
 	_, err = appConn.Exec(ctx, `SELECT count(*) FROM cdc.outbox`)
 	require.ErrorContains(t, err, "permission denied", "the application role has no access to the outbox")
 
-	events := c.waitCount(t, ctx, 2)
+	events := f.waitExactly(t, ctx, c, 2)
 	require.Equal(t, relay.ActionUpdate, events[1].Action)
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -95,6 +97,84 @@ func (c *collector) waitCount(t *testing.T, ctx context.Context, n int) []relay.
 	return c.waitUntil(t, ctx, fmt.Sprintf("%d events", n), func(ev []relay.Event) bool { return len(ev) >= n })
 }
 
+// waitDelivered waits until the saved cursor of the relay called name
+// (relay.DefaultName when empty) has nothing left to deliver. The cursor is
+// saved after the handlers accepted a batch, and a relay only ever fetches
+// from it (or from further on), so from then on no fetch can return an
+// event again: what the handlers received is final. Call it once every
+// transaction of interest has ended. The last thing the relay read must
+// hold an event: a read of nothing but updates that changed nothing is not
+// saved, and leaves them counted in the backlog.
+func (f fixture) waitDelivered(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	if name == "" {
+		name = relay.DefaultName
+	}
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		cur, err := sqlkit.LoadCursor(ctx, f.pool, name)
+		if ctx.Err() == nil {
+			require.NoError(t, err)
+		}
+		n, _, err := sqlkit.Backlog(ctx, f.pool, cur)
+		if ctx.Err() == nil {
+			require.NoError(t, err)
+		}
+		if err == nil && n == 0 {
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			t.Fatalf("timed out waiting for relay %q to save a cursor with nothing left to deliver (%d events left)", name, n)
+		}
+	}
+}
+
+// waitExactly waits for n events, then until the default relay has nothing
+// left to deliver, and asserts that exactly those n events arrived, none
+// twice. It returns them.
+func (f fixture) waitExactly(t *testing.T, ctx context.Context, c *collector, n int) []relay.Event {
+	t.Helper()
+	c.waitCount(t, ctx, n)
+	f.waitDelivered(t, ctx, "")
+	events := c.snapshot()
+	requireNoDuplicates(t, events)
+	require.Len(t, events, n, "exactly the events written, once the relay has nothing left to deliver")
+	return events
+}
+
+// requireNoDuplicates asserts that no event id was delivered twice, naming
+// the ones that were.
+func requireNoDuplicates(t *testing.T, events []relay.Event) {
+	t.Helper()
+	seen := make(map[int64]int, len(events))
+	var dup []int64
+	for _, e := range events {
+		seen[e.ID]++
+		if seen[e.ID] == 2 {
+			dup = append(dup, e.ID)
+		}
+	}
+	if len(dup) == 0 {
+		return
+	}
+	slices.Sort(dup)
+	var b strings.Builder
+	for i, id := range dup {
+		if i == 10 {
+			fmt.Fprintf(&b, ", … (%d ids in all)", len(dup))
+			break
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%d (%d times)", id, seen[id])
+	}
+	t.Fatalf("%d deliveries of %d distinct events; delivered more than once: %s", len(events), len(seen), b.String())
+}
+
 // fixture is a migrated database with a CDC-enabled table "items".
 type fixture struct {
 	url  string
@@ -144,6 +224,9 @@ func (f fixture) exec(t *testing.T, sql string, args ...any) {
 	require.NoError(t, err)
 }
 
+// TestRelayDeliversChangesInOrder: an insert, an update and a delete arrive
+// once each, in the order they were made, with their keys, row images and
+// changed columns.
 func TestRelayDeliversChangesInOrder(t *testing.T) {
 	t.Parallel()
 	ctx := testenv.Context(t)
@@ -154,7 +237,7 @@ func TestRelayDeliversChangesInOrder(t *testing.T) {
 	f.exec(t, `INSERT INTO items VALUES (1, 'a'), (2, 'b')`)
 	f.exec(t, `UPDATE items SET v = 'z' WHERE id = 1`)
 	f.exec(t, `DELETE FROM items WHERE id = 2`)
-	events := c.waitCount(t, ctx, 4)
+	events := f.waitExactly(t, ctx, c, 4)
 
 	type short struct {
 		Action         relay.Action
@@ -180,6 +263,10 @@ func TestRelayDeliversChangesInOrder(t *testing.T) {
 	require.EqualValues(t, 1, c.connects.Load())
 }
 
+// TestRelayDeliversBacklogWrittenWhileDown: what was written while no relay
+// ran, in several transactions and more than one batch, is delivered when a
+// relay starts, each event once, and nothing the first relay delivered is
+// delivered again.
 func TestRelayDeliversBacklogWrittenWhileDown(t *testing.T) {
 	t.Parallel()
 	ctx := testenv.Context(t)
@@ -194,6 +281,9 @@ func TestRelayDeliversBacklogWrittenWhileDown(t *testing.T) {
 	first.waitCount(t, ctx, 10)
 	require.NoError(t, r.Close(ctx))
 	require.EqualValues(t, 1, first.closes.Load())
+	// Closed, the first relay delivers nothing more.
+	requireNoDuplicates(t, first.snapshot())
+	require.Len(t, first.snapshot(), 10)
 
 	// Written while no relay runs, in several transactions and more than
 	// one batch.
@@ -203,13 +293,16 @@ func TestRelayDeliversBacklogWrittenWhileDown(t *testing.T) {
 
 	second := newCollector()
 	f.startRelay(t, relay.Config{BatchSize: 7}, second)
-	events := second.waitCount(t, ctx, 500)
-	require.Len(t, events, 500, "nothing delivered twice")
+	events := f.waitExactly(t, ctx, second, 500)
 	for _, e := range events {
 		require.Contains(t, string(e.Data), `"down"`)
 	}
 }
 
+// TestRelaySurvivesTerminatedConnections kills each of the relay's
+// connections in turn while events are written: the relay reconnects
+// (OnConnect each time) and every event arrives, at most a batch of them
+// again per reconnect.
 func TestRelaySurvivesTerminatedConnections(t *testing.T) {
 	t.Parallel()
 	ctx := testenv.Context(t)
@@ -242,9 +335,14 @@ func TestRelaySurvivesTerminatedConnections(t *testing.T) {
 		}
 		return seen
 	}
-	events := c.waitUntil(t, ctx, "every event", func(ev []relay.Event) bool {
+	c.waitUntil(t, ctx, "every event", func(ev []relay.Event) bool {
 		return len(distinct(ev)) == 2*rounds*perRound
 	})
+	// Counted once the relay has nothing left to deliver, so that a
+	// repeat arriving late counts too.
+	f.waitDelivered(t, ctx, "")
+	events := c.snapshot()
+	require.Len(t, distinct(events), 2*rounds*perRound, "no event that was not written")
 	require.LessOrEqual(t, len(events)-2*rounds*perRound, rounds*50, "at most one batch again per reconnect")
 	t.Logf("%d events delivered twice over %d reconnects", len(events)-2*rounds*perRound, rounds)
 	require.GreaterOrEqual(t, int(c.connects.Load()), rounds+1)
@@ -298,6 +396,11 @@ func TestRelayOutOfOrderCommits(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	// A last transaction with an event, so that the relay's last read
+	// holds an event and the cursor it saves is past every writer's rows
+	// (a read of nothing but updates that changed nothing is not saved;
+	// see waitDelivered).
+	f.exec(t, `INSERT INTO items VALUES (-1, 'last')`)
 	rows, err := f.pool.Query(ctx, `SELECT id FROM cdc.events`)
 	require.NoError(t, err)
 	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
@@ -307,10 +410,9 @@ func TestRelayOutOfOrderCommits(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	events := c.waitCount(t, ctx, len(committed))
+	events := f.waitExactly(t, ctx, c, len(committed))
 	delivered := map[int64]bool{}
 	for _, e := range events {
-		require.False(t, delivered[e.ID], "event %d delivered twice", e.ID)
 		delivered[e.ID] = true
 	}
 	require.Equal(t, committed, delivered)
@@ -318,6 +420,9 @@ func TestRelayOutOfOrderCommits(t *testing.T) {
 
 var errRollback = errors.New("roll back on purpose")
 
+// TestRelayIsNotHeldBackByLongTransaction: while a write transaction stays
+// open, later transactions are delivered, and nothing of the open one; once
+// it commits, its event follows, and nothing arrives twice.
 func TestRelayIsNotHeldBackByLongTransaction(t *testing.T) {
 	t.Parallel()
 	ctx := testenv.Context(t)
@@ -335,14 +440,16 @@ func TestRelayIsNotHeldBackByLongTransaction(t *testing.T) {
 	for i := range 20 {
 		f.exec(t, `INSERT INTO items VALUES ($1, 'short')`, 100+i)
 	}
-	c.waitCount(t, ctx, 20)
+	f.waitExactly(t, ctx, c, 20)
 
 	require.NoError(t, long.Commit(ctx))
-	events := c.waitCount(t, ctx, 21)
+	events := f.waitExactly(t, ctx, c, 21)
 	require.Equal(t, "1", string(events[20].Key))
-	require.Len(t, events, 21)
 }
 
+// TestRelayRetriesFailingHandlers: a handler that fails twice and then
+// panics has the event retried, never skipped, and the events it accepted
+// are not delivered again.
 func TestRelayRetriesFailingHandlers(t *testing.T) {
 	t.Parallel()
 	ctx := testenv.Context(t)
@@ -360,11 +467,13 @@ func TestRelayRetriesFailingHandlers(t *testing.T) {
 	}
 	f.startRelay(t, relay.Config{}, c)
 	f.exec(t, `INSERT INTO items SELECT g, 'x' FROM generate_series(1, 3) g`)
-	events := c.waitCount(t, ctx, 3)
-	require.Len(t, events, 3, "a failure is retried, never skipped, and accepted events are not repeated")
+	events := f.waitExactly(t, ctx, c, 3) // a failure is retried, never skipped, and accepted events are not repeated
 	require.Equal(t, "1", string(events[0].Key))
 }
 
+// TestRelayStandbyTakesOver: a second relay with the same name stands by
+// while the first delivers, and takes over where it stopped, delivering
+// nothing the first had delivered.
 func TestRelayStandbyTakesOver(t *testing.T) {
 	t.Parallel()
 	ctx := testenv.Context(t)
@@ -383,8 +492,9 @@ func TestRelayStandbyTakesOver(t *testing.T) {
 	require.NoError(t, r1.Close(ctx))
 
 	f.exec(t, `INSERT INTO items VALUES (3, 'x')`)
-	events := standby.waitCount(t, ctx, 1)
+	events := f.waitExactly(t, ctx, standby, 1)
 	require.Equal(t, "3", string(events[0].Key), "the standby starts where the active relay stopped")
+	requireNoDuplicates(t, active.snapshot())
 	require.Len(t, active.snapshot(), 2)
 }
 
@@ -492,6 +602,8 @@ func TestConfigValidation(t *testing.T) {
 	}
 }
 
+// TestRelayPrunesDeliveredEvents: with a tiny retention, the relay deletes
+// what it delivered, in batches, until the outbox is empty.
 func TestRelayPrunesDeliveredEvents(t *testing.T) {
 	t.Parallel()
 	ctx := testenv.Context(t)
@@ -505,8 +617,15 @@ func TestRelayPrunesDeliveredEvents(t *testing.T) {
 		require.NoError(t, f.pool.QueryRow(ctx, `SELECT count(*) FROM cdc.outbox`).Scan(&n))
 		return n == 0
 	}, time.Minute, 10*time.Millisecond)
+	// With the outbox empty, nothing can be delivered again.
+	requireNoDuplicates(t, c.snapshot())
+	require.Len(t, c.snapshot(), 2500)
 }
 
+// TestRelayParksPermanentlyRefusedEvents: an event a handler refuses with a
+// permanent error is tried MaxAttempts times, then parked in
+// cdc.failed_event with its error and attempt count while the others flow;
+// re-queued, it is delivered.
 func TestRelayParksPermanentlyRefusedEvents(t *testing.T) {
 	t.Parallel()
 	ctx := testenv.Context(t)
@@ -522,7 +641,7 @@ func TestRelayParksPermanentlyRefusedEvents(t *testing.T) {
 	}
 	f.startRelay(t, relay.Config{MaxAttempts: 2}, c)
 	f.exec(t, `INSERT INTO items SELECT g, 'x' FROM generate_series(1, 4) g`)
-	events := c.waitCount(t, ctx, 3)
+	events := f.waitExactly(t, ctx, c, 3)
 	var keys []string
 	for _, e := range events {
 		keys = append(keys, string(e.Key))
@@ -551,7 +670,7 @@ func TestRelayParksPermanentlyRefusedEvents(t *testing.T) {
 	n, err = sqlkit.RequeueFailed(ctx, f.pool, relay.DefaultName)
 	require.NoError(t, err)
 	require.EqualValues(t, 1, n)
-	events = c.waitCount(t, ctx, 4)
+	events = f.waitExactly(t, ctx, c, 4)
 	require.Equal(t, "2", string(events[3].Key))
 	require.Contains(t, string(events[3].Data), `"id": 2`)
 }
@@ -577,6 +696,9 @@ func (b *batchRefuser) OnEvents(ctx context.Context, events []relay.Event) error
 	return nil
 }
 
+// TestRelayFindsThePermanentFailureInABatch: a batch handler that refuses
+// a whole batch permanently has it retried one event at a time, so that
+// only the event at fault is parked and the others are delivered once.
 func TestRelayFindsThePermanentFailureInABatch(t *testing.T) {
 	t.Parallel()
 	ctx := testenv.Context(t)
@@ -591,8 +713,7 @@ func TestRelayFindsThePermanentFailureInABatch(t *testing.T) {
 	h := &batchRefuser{collector: c}
 	f.startRelay(t, relay.Config{MaxAttempts: 1}, h)
 	f.exec(t, `INSERT INTO items SELECT g, 'x' FROM generate_series(1, 4) g`)
-	events := c.waitCount(t, ctx, 3)
-	require.Len(t, events, 3)
+	f.waitExactly(t, ctx, c, 3)
 	require.Eventually(t, func() bool {
 		n, err := sqlkit.FailedCount(ctx, f.pool, relay.DefaultName)
 		return err == nil && n == 1
