@@ -114,6 +114,23 @@ type Cursor struct {
 	// Partial lists the transactions delivered up to an event id; they
 	// are delivered first, in this order.
 	Partial []PendingTx
+
+	// scan is how many outbox rows the last fetch's window needed for its
+	// events, 0 when unknown. A row holds one event or many, so a window of
+	// "limit" rows, enough whatever they hold, mostly reads rows that the
+	// batch then leaves for the next one; sizing the window by the last
+	// one reads about what is needed. It is a hint, not saved: any window
+	// size is correct (cursor's argument), a small one only makes smaller
+	// batches.
+	scan int
+}
+
+// windowRows is how many rows the next fetch's window may read.
+func (c Cursor) windowRows(limit int) int {
+	if c.scan <= 0 {
+		return limit
+	}
+	return min(limit, c.scan+c.scan/8+2)
 }
 
 // Advance returns the cursor that holds once every event of b has been
@@ -122,6 +139,15 @@ func (c Cursor) Advance(b Batch) Cursor {
 	s := b.Snapshot
 	n := Cursor{Mark: c.Mark, NextTxid: max(c.NextTxid, s.Xmax)}
 	p := b.progress
+	switch rows, events := p.window[0], p.window[1]; {
+	case p.edge == 0:
+		n.scan = c.scan // the window reached the end of the outbox
+	case events >= int64(p.limit):
+		// Enough rows for the events: this share of them will do.
+		n.scan = int((rows*int64(p.limit) + events - 1) / events)
+	default:
+		n.scan = 2 * p.scanned // too few: read more next time
+	}
 	if p.read {
 		n.Mark = max(n.Mark, p.lastOf)
 		if p.all && p.edge > 0 {
@@ -134,7 +160,9 @@ func (c Cursor) Advance(b Batch) Cursor {
 	// were all read whole before it.
 	for _, q := range c.Partial {
 		switch {
-		case slices.Contains(p.whole, q.Txid):
+		case p.passed || slices.Contains(p.whole, q.Txid):
+			// Read whole; or, once the batch got past the partial
+			// ones, with nothing left (its rows were deleted).
 		case p.read && !p.lastWhole && q.Txid == p.txid:
 			n.Partial = append(n.Partial, PendingTx{Txid: q.Txid, After: p.after})
 		default:

@@ -1,8 +1,10 @@
 package sqlkit
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -51,13 +53,18 @@ type progress struct {
 	lastOf    int64    // that transaction's last outbox id
 	lastWhole bool     // whether it was read to its end
 	whole     []uint64 // the transactions read to their end
+	passed    bool     // a transaction other than the partial ones was read
 	all       bool     // every transaction the fetch took was read whole
 	edge      int64    // the window's edge E, 0 when it reached the end
+	window    [2]int64 // the rows and events the window held
+	scanned   int      // the rows the window was allowed to read
+	limit     int      // the batch's limit
 	early     []uint64 // the early candidates (fetch_batch.sql)
 }
 
 var (
 	sqlFetchBegin    = query("fetch_begin")
+	sqlFetchGeneric  = query("fetch_generic")
 	sqlFetchSnapshot = query("fetch_snapshot")
 	sqlFetchBatch    = query("fetch_batch")
 	sqlFetchEnd      = query("fetch_end")
@@ -68,13 +75,16 @@ var (
 // has the capacity.
 func Fetch(ctx context.Context, conn *pgx.Conn, c Cursor, limit int, rows []Row) (Batch, error) {
 	pending, partial, after := c.args()
+	scan := c.windowRows(limit)
 	var qb pgx.Batch
 	qb.Queue(sqlFetchBegin)
+	qb.Queue(sqlFetchGeneric)
 	qb.Queue(sqlFetchSnapshot)
-	qb.Queue(sqlFetchBatch, c.Mark, c.NextTxid, pending, partial, after, limit)
+	qb.Queue(sqlFetchBatch, c.Mark, c.NextTxid, pending, partial, after, limit, scan)
 	qb.Queue(sqlFetchEnd)
 	br := conn.SendBatch(ctx, &qb)
 	b, err := readFetch(br, rows[:0], c, limit)
+	b.progress.scanned, b.progress.limit = scan, limit
 	if closeErr := br.Close(); err == nil && closeErr != nil {
 		err = closeErr
 	}
@@ -84,12 +94,25 @@ func Fetch(ctx context.Context, conn *pgx.Conn, c Cursor, limit int, rows []Row)
 	return b, nil
 }
 
+// outboxRow is an outbox row as fetch_batch.sql returns it, before it is
+// cut into events.
+type outboxRow struct {
+	grp        int32
+	k, lastOf  int64
+	r          Row // the row's own columns; for a chunk, Key and Data are unset
+	events     int32
+	keyColumns []string
+	chunk, old []byte
+}
+
 // readFetch reads the results of Fetch into rows: the events after cursor c,
-// at most limit of them.
+// at most limit of them, in delivery order.
 func readFetch(br pgx.BatchResults, rows []Row, c Cursor, limit int) (Batch, error) {
 	var b Batch
-	if _, err := br.Exec(); err != nil {
-		return b, err
+	for range 2 { // BEGIN, SET
+		if _, err := br.Exec(); err != nil {
+			return b, err
+		}
 	}
 	if err := br.QueryRow().Scan(&b.Snapshot.Xmin, &b.Snapshot.Xmax, &b.Snapshot.Xip); err != nil {
 		return b, err
@@ -99,59 +122,42 @@ func readFetch(br pgx.BatchResults, rows []Row, c Cursor, limit int) (Batch, err
 		return b, err
 	}
 	var (
-		p          = &b.progress
-		outboxRows int
-		upto       int64 // events the rows read hold, by the query's count
-		taken      int64 // transactions the query took, besides partial ones
-		edge       *int64
+		p      = &b.progress
+		got    []outboxRow
+		taken  int64 // candidate transactions the query took
+		edge   *int64
+		window []int64
 	)
 	for rs.Next() {
 		var (
-			r          Row
-			events     int32
-			keyColumns []string
-			chunk, old []byte
-			lastOf     int64
-			first      struct {
-				early []uint64
-				edge  *int64
-				taken *int64
-			}
+			o      outboxRow
+			k, lst *int64
+			id     *int64
+			txid   *uint64
+			at     *time.Time
+			sch    *string
+			tbl    *string
+			action *string
+			events *int32
+			early  []uint64
+			n, e   *int64
+			w      []int64
 		)
-		if err := rs.Scan(&r.ID, &r.Txid, &r.ChangedAt, &r.Schema, &r.Table, &r.Action, &r.Key, &r.Data, &r.Changes,
-			&events, &keyColumns, &chunk, &old, &upto, &lastOf, &first.early, &first.edge, &first.taken); err != nil {
+		if err := rs.Scan(&o.grp, &k, &lst, &id, &txid, &at, &sch, &tbl, &action, &o.r.Key, &o.r.Data, &o.r.Changes,
+			&events, &o.keyColumns, &o.chunk, &o.old, &early, &e, &n, &w); err != nil {
 			rs.Close()
 			return b, err
 		}
-		if outboxRows == 0 {
-			p.early, edge = first.early, first.edge
-			if first.taken != nil {
-				taken = *first.taken
+		if o.grp == 2 {
+			p.early, edge, window = early, e, w
+			if n != nil {
+				taken = *n
 			}
-		}
-		outboxRows++
-		if p.read && p.txid != r.Txid && p.lastWhole {
-			p.whole = append(p.whole, p.txid)
-		}
-		p.read, p.txid, p.lastOf = true, r.Txid, lastOf
-		p.after, p.lastWhole = r.ID+int64(events)-1, r.ID == lastOf
-		if chunk == nil {
-			rows = append(rows, r)
 			continue
 		}
-		n := len(rows)
-		if rows, err = appendChunk(rows, r, chunk, old, keyColumns); err != nil {
-			rs.Close()
-			return b, err
-		}
-		// A chunk that a previous batch delivered in part: drop that part.
-		if after, ok := c.partialAfter(r.Txid); ok && r.ID <= after {
-			delivered := 0
-			for delivered < len(rows)-n && rows[n+delivered].ID <= after {
-				delivered++
-			}
-			rows = append(rows[:n], rows[n+delivered:]...)
-		}
+		o.k, o.lastOf, o.events = *k, *lst, *events
+		o.r.ID, o.r.Txid, o.r.ChangedAt, o.r.Schema, o.r.Table, o.r.Action = *id, *txid, *at, *sch, *tbl, *action
+		got = append(got, o)
 	}
 	if err := rs.Err(); err != nil {
 		return b, err
@@ -159,22 +165,84 @@ func readFetch(br pgx.BatchResults, rows []Row, c Cursor, limit int) (Batch, err
 	if _, err := br.Exec(); err != nil {
 		return b, err
 	}
+	if edge != nil {
+		p.edge = *edge
+	}
+	if len(window) == 2 {
+		p.window = [2]int64(window)
+	}
+	slices.SortFunc(got, func(a, b outboxRow) int {
+		return cmp.Or(cmp.Compare(a.grp, b.grp), cmp.Compare(a.k, b.k), cmp.Compare(a.r.ID, b.r.ID))
+	})
+
+	// Walk the rows in delivery order, up to the limit (counted in event
+	// ids, as the query counts). A transaction whose rows stop short of
+	// its last row was cut by the query: the batch ends there.
+	var (
+		ids        int64 // event ids the rows read hold
+		wholeTaken int64 // candidate transactions read to their end
+		cut        bool  // the batch stopped before the end of what was fetched
+	)
+	for i := range got {
+		o := &got[i]
+		if ids >= int64(limit) || p.read && p.txid != o.r.Txid && !p.lastWhole {
+			cut = true
+			break
+		}
+		if p.read && p.txid != o.r.Txid {
+			p.finish(c, &wholeTaken)
+		}
+		if _, ok := c.partialAfter(o.r.Txid); !ok {
+			p.passed = true
+		}
+		p.read, p.txid, p.lastOf = true, o.r.Txid, o.lastOf
+		p.after, p.lastWhole = o.r.ID+int64(o.events)-1, o.r.ID == o.lastOf
+		todo := int64(o.events)
+		if after, ok := c.partialAfter(o.r.Txid); ok && o.r.ID <= after {
+			todo = o.r.ID + int64(o.events) - 1 - after
+		}
+		ids += todo
+		if o.chunk == nil {
+			rows = append(rows, o.r)
+			continue
+		}
+		n := len(rows)
+		if rows, err = appendChunk(rows, o.r, o.chunk, o.old, o.keyColumns); err != nil {
+			return b, err
+		}
+		// A chunk that a previous batch delivered in part: drop that part.
+		if after, ok := c.partialAfter(o.r.Txid); ok && o.r.ID <= after {
+			delivered := 0
+			for delivered < len(rows)-n && rows[n+delivered].ID <= after {
+				delivered++
+			}
+			rows = append(rows[:n], rows[n+delivered:]...)
+		}
+	}
 	if len(rows) > limit {
 		// The last chunk reaches past the limit; the rest of it is read
 		// again by the next batch.
 		rows = rows[:limit]
-		p.after, p.lastWhole = rows[limit-1].ID, false
+		p.after, p.lastWhole, cut = rows[limit-1].ID, false, true
 	}
-	if p.read && p.lastWhole {
-		p.whole = append(p.whole, p.txid)
+	if p.read {
+		p.finish(c, &wholeTaken)
 	}
-	// Every transaction taken was read whole when the whole transactions
-	// number the partial ones plus the taken ones.
-	p.all = !p.read || len(p.whole) == len(c.Partial)+int(taken) && p.lastWhole
-	if edge != nil {
-		p.edge = *edge
-	}
-	b.Full = !p.all || p.edge > 0 || upto >= int64(limit)
+	// Every transaction taken was read whole when the walk reached the
+	// end of what was fetched and every candidate in it was read whole.
+	p.all = !cut && p.lastWhole && wholeTaken == taken || !p.read
+	b.Full = !p.all || p.edge > 0
 	b.Rows = rows
 	return b, nil
+}
+
+// finish records the end of the rows of transaction p.txid.
+func (p *progress) finish(c Cursor, wholeTaken *int64) {
+	if !p.lastWhole {
+		return
+	}
+	p.whole = append(p.whole, p.txid)
+	if _, ok := c.partialAfter(p.txid); !ok {
+		*wholeTaken++
+	}
 }

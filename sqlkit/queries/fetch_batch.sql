@@ -1,19 +1,26 @@
--- The outbox rows holding the next $6 undelivered events, in delivery order
--- (sqlkit/cursor.go explains it): first the rest of the partial
--- transactions, in the cursor's order, then the candidate transactions in
--- the order of their last outbox id, each transaction's rows in id order.
+-- The outbox rows that hold the next $6 undelivered events, with what the
+-- caller needs to put them in delivery order (sqlkit/cursor.go explains
+-- it): first the rest of the partial transactions, in the cursor's order
+-- ("grp" 0, "k" the position in that order), then the candidate
+-- transactions by their last outbox id ("grp" 1, "k" = "last_id"), each
+-- transaction's rows by id. The rows come in no particular order: the
+-- caller sorts them by (grp, k, id) and cuts the batch at $6 events, which
+-- costs less than the same in SQL. The rows past the cut are few: the
+-- window is sized to the batch, and the partial and early transactions'
+-- rows are cut here already.
 -- $1 mark, $2 next_txid, $3 pending txids, $4 partial txids, $5 the event
---    id after which each partial transaction is undelivered, $6 the limit.
--- The last row may hold more events than are needed, and the first row of a
--- partial transaction may be a chunk whose first events were delivered (a
--- chunk with id c holds event ids c .. c+events-1, and events <= 1024): the
--- caller drops those. Event counts are counts of ids, which overstate
--- updates (two ids per row): a batch of updates may be smaller than $6.
+--    id after which each partial transaction is undelivered, $6 the limit,
+--    $7 how many rows the window reads (see Cursor.scan).
+-- The first row of a partial transaction may be a chunk whose first events
+-- were delivered (a chunk with id c holds event ids c .. c+events-1, and
+-- events <= 1024): the caller drops those. Event counts are counts of
+-- ids, which overstate updates (two ids per row): a batch of updates may be
+-- smaller than $6.
 --
--- Besides each row, the query returns what Advance needs: last_id (the last
--- outbox id of the row's transaction) and, on the first row only, the early
--- candidates' txids, the window's edge E (NULL when the window reached the
--- end of the outbox) and how many transactions were taken in all.
+-- One more row, with grp 2 and the outbox columns NULL, carries what Advance
+-- needs besides: the early candidates' txids, the window's edge E (NULL
+-- when the window reached the end of the outbox), how many candidate
+-- transactions were taken, and how many rows and events the window held.
 WITH
 -- Candidates that need not have a row above the mark: the pending
 -- transactions, and those from next_txid on with ids at or below the mark.
@@ -23,46 +30,46 @@ early AS MATERIALIZED (
     FROM (
         SELECT p.txid FROM unnest($3::xid8[]) AS p(txid)
         UNION
-        SELECT o.txid FROM cdc.outbox o WHERE o.txid >= $2 AND o.id <= $1
+        -- "+ 0": only the rows from next_txid on are read (a few, written
+        -- since the last fetch), never the delivered ones below the mark.
+        SELECT o.txid FROM cdc.outbox o WHERE o.txid >= $2 AND o.id + 0 <= $1
     ) t
     CROSS JOIN LATERAL (SELECT max(l.id) AS last_id FROM cdc.outbox l WHERE l.txid = t.txid) m
     WHERE m.last_id IS NOT NULL
       AND t.txid <> ALL ($4::xid8[])
       AND (m.last_id <= $1 OR t.txid = ANY ($3::xid8[]))
 ),
--- The window: the rows above the mark, in id order, up to about $6 events,
--- of transactions neither pending nor partial.
+-- The window: the next $7 rows above the mark, in id order, of
+-- transactions neither pending nor partial. $7 is sized to hold about $6
+-- events (see Cursor.scan); the batch is cut at $6 events anyway.
 win AS MATERIALIZED (
-    SELECT s.id, s.txid, s.upto
-    FROM (
-        SELECT r.id, r.txid, r.events,
-               sum(r.events) OVER (ORDER BY r.id ROWS UNBOUNDED PRECEDING) AS upto
-        FROM (
-            SELECT o.id, o.txid, o.events
-            FROM cdc.outbox o
-            WHERE o.id > $1 AND o.txid <> ALL ($3::xid8[]) AND o.txid <> ALL ($4::xid8[])
-            ORDER BY o.id
-            LIMIT $6
-        ) r
-    ) s
-    WHERE s.upto - s.events < $6
+    SELECT o.ctid, o.id, o.txid, o.events
+    FROM cdc.outbox o
+    WHERE o.id > $1 AND o.txid <> ALL ($3::xid8[]) AND o.txid <> ALL ($4::xid8[])
+    ORDER BY o.id
+    LIMIT $7
 ),
--- E, when the window stopped before the end of the outbox.
+-- E, when the window stopped before the end of the outbox; and how many
+-- rows and events it holds.
 edge AS (
-    SELECT CASE WHEN count(*) >= $6 OR max(w.upto) >= $6 THEN max(w.id) END AS e FROM win w
+    SELECT CASE WHEN count(*) >= $7 THEN max(w.id) END AS e,
+           count(*) AS rows, coalesce(sum(w.events), 0) AS events
+    FROM win w
 ),
--- Every candidate whose last row is at or below E: those whose last row is
--- in the window, and the early ones.
+-- The transactions whose last row is in the window.
+ending AS MATERIALIZED (
+    SELECT l.txid, l.last_id
+    FROM (SELECT w.txid, max(w.id) AS last_id FROM win w GROUP BY w.txid) l
+    WHERE NOT EXISTS (SELECT FROM cdc.outbox o WHERE o.txid = l.txid AND o.id > l.last_id)
+),
+-- Every candidate whose last row is at or below E: those, and the early
+-- ones.
 chosen AS MATERIALIZED (
-    SELECT c.txid, c.last_id
-    FROM (
-        SELECT w.txid, w.id AS last_id
-        FROM win w
-        WHERE NOT EXISTS (SELECT FROM cdc.outbox l WHERE l.txid = w.txid AND l.id > w.id)
-        UNION ALL
-        SELECT e.txid, e.last_id FROM early e
-    ) c
-    WHERE c.last_id <= coalesce((SELECT e FROM edge), c.last_id)
+    SELECT n.txid, n.last_id, false AS early FROM ending n
+    UNION ALL
+    SELECT e.txid, e.last_id, true
+    FROM early e
+    WHERE e.last_id <= coalesce((SELECT e FROM edge), e.last_id)
 ),
 -- When none ends at or below E, the candidate that ends first, alone.
 pick AS (
@@ -81,43 +88,69 @@ pick AS (
     WHERE NOT EXISTS (SELECT FROM chosen)
     ORDER BY f.last_id
     LIMIT 1
-),
-taken AS MATERIALIZED (
-    SELECT c.txid, c.last_id FROM chosen c
-    UNION ALL
-    SELECT p.txid, p.last_id FROM pick p
 )
-SELECT w.id, w.txid, w.changed_at, w.schema_name, w.table_name, w.action, w.key, w.data, w.changes,
-       w.events, w.key_columns, w.rows, w.old_rows, w.upto, w.last_id,
-       CASE WHEN w.upto = w.todo THEN (SELECT array_agg(e.txid) FROM early e) END,
-       CASE WHEN w.upto = w.todo THEN (SELECT e FROM edge) END,
-       CASE WHEN w.upto = w.todo THEN (SELECT count(*) FROM taken) END
-FROM (
-    SELECT b.*, (sum(b.todo) OVER (ORDER BY b.grp, b.k, b.id ROWS UNBOUNDED PRECEDING))::bigint AS upto
+,
+-- The partial transactions' undelivered rows, up to $6 events.
+partial AS (
+    SELECT r.*
     FROM (
-        (SELECT 0 AS grp, p.ord AS k, m.last_id, o.*,
-                o.id + o.events - 1 - greatest(o.id - 1, p.after_id) AS todo
-         FROM unnest($4::xid8[], $5::bigint[]) WITH ORDINALITY AS p(txid, after_id, ord)
-         CROSS JOIN LATERAL (SELECT max(l.id) AS last_id FROM cdc.outbox l WHERE l.txid = p.txid) m
-         CROSS JOIN LATERAL (
-             SELECT * FROM cdc.outbox o
-             WHERE o.txid = p.txid AND o.id > p.after_id - 1024
-               AND o.id + o.events - 1 > p.after_id
-             ORDER BY o.txid, o.id
-             LIMIT $6
-         ) o)
-        UNION ALL
-        (SELECT 1, t.last_id, t.last_id, o.*, o.events
-         FROM taken t
-         CROSS JOIN LATERAL (
-             SELECT * FROM cdc.outbox o
-             WHERE o.txid = t.txid
-             ORDER BY o.txid, o.id
-             LIMIT $6
-         ) o)
-        ORDER BY 1, 2, id
-        LIMIT $6
-    ) b
-) w
-WHERE w.upto - w.todo < $6
-ORDER BY w.grp, w.k, w.id;
+        SELECT p.ord AS k, m.last_id, o.id, o.txid, o.changed_at, o.schema_name, o.table_name, o.action, o.key, o.data, o.changes, o.events, o.key_columns, o.rows, o.old_rows,
+               sum(o.id + o.events - 1 - greatest(o.id - 1, p.after_id))
+                   OVER (ORDER BY p.ord, o.id ROWS UNBOUNDED PRECEDING) AS upto,
+               o.id + o.events - 1 - greatest(o.id - 1, p.after_id) AS todo
+        FROM unnest($4::xid8[], $5::bigint[]) WITH ORDINALITY AS p(txid, after_id, ord)
+        CROSS JOIN LATERAL (SELECT max(l.id) AS last_id FROM cdc.outbox l WHERE l.txid = p.txid) m
+        CROSS JOIN LATERAL (
+            SELECT * FROM cdc.outbox o
+            WHERE o.txid = p.txid AND o.id > p.after_id - 1024
+              AND o.id + o.events - 1 > p.after_id
+            ORDER BY o.txid, o.id
+            LIMIT $6
+        ) o
+    ) r
+    WHERE r.upto - r.todo < $6
+),
+-- The rows of the early candidates taken, or of the one picked, up to $6
+-- events.
+others AS (
+    SELECT r.*
+    FROM (
+        SELECT t.last_id, o.id, o.txid, o.changed_at, o.schema_name, o.table_name, o.action, o.key, o.data, o.changes, o.events, o.key_columns, o.rows, o.old_rows,
+               sum(o.events) OVER (ORDER BY t.last_id, o.id ROWS UNBOUNDED PRECEDING) AS upto
+        FROM (SELECT c.txid, c.last_id FROM chosen c WHERE c.early
+              UNION ALL SELECT p.txid, p.last_id FROM pick p) t
+        CROSS JOIN LATERAL (
+            SELECT * FROM cdc.outbox o
+            WHERE o.txid = t.txid
+            ORDER BY o.txid, o.id
+            LIMIT $6
+        ) o
+    ) r
+    WHERE r.upto - r.events < $6
+)
+SELECT 0 AS grp, r.k, r.last_id, r.id, r.txid, r.changed_at, r.schema_name, r.table_name, r.action, r.key, r.data, r.changes, r.events, r.key_columns, r.rows, r.old_rows, NULL::xid8[], NULL::bigint, NULL::bigint, NULL::bigint[]
+FROM partial r
+UNION ALL
+-- The rows of the transactions ending in the window: those in it, and those
+-- at or below the mark (of transactions that straddle it).
+SELECT 1, n.last_id, n.last_id, o.id, o.txid, o.changed_at, o.schema_name, o.table_name, o.action, o.key, o.data, o.changes, o.events, o.key_columns, o.rows, o.old_rows, NULL::xid8[], NULL::bigint, NULL::bigint, NULL::bigint[]
+FROM ending n
+JOIN win w ON w.txid = n.txid
+JOIN cdc.outbox o ON o.ctid = w.ctid
+UNION ALL
+SELECT 1, n.last_id, n.last_id, o.id, o.txid, o.changed_at, o.schema_name, o.table_name, o.action, o.key, o.data, o.changes, o.events, o.key_columns, o.rows, o.old_rows, NULL::xid8[], NULL::bigint, NULL::bigint, NULL::bigint[]
+FROM ending n
+CROSS JOIN LATERAL (
+    SELECT * FROM cdc.outbox o
+    WHERE o.txid = n.txid AND o.id <= $1
+    ORDER BY o.txid, o.id
+    LIMIT $6
+) o
+UNION ALL
+SELECT 1, r.last_id, r.last_id, r.id, r.txid, r.changed_at, r.schema_name, r.table_name, r.action, r.key, r.data, r.changes, r.events, r.key_columns, r.rows, r.old_rows, NULL::xid8[], NULL::bigint, NULL::bigint, NULL::bigint[]
+FROM others r
+UNION ALL
+SELECT 2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       (SELECT array_agg(e.txid) FROM early e), (SELECT e FROM edge),
+       (SELECT count(*) FROM chosen) + (SELECT count(*) FROM pick),
+       (SELECT ARRAY[rows, events] FROM edge);
