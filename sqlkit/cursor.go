@@ -114,6 +114,11 @@ type Cursor struct {
 	// Partial lists the transactions delivered up to an event id; they
 	// are delivered first, in this order.
 	Partial []PendingTx
+	// Straddle lists, among others, every undelivered transaction with
+	// rows both at or below Mark and above it that is neither pending nor
+	// partial and below NextTxid: the only ones whose rows at or below
+	// Mark a fetch must look for.
+	Straddle []uint64
 
 	// scan is how many outbox rows the last fetch's window needed for its
 	// events, 0 when unknown. A row holds one event or many, so a window of
@@ -174,6 +179,11 @@ func (c Cursor) Advance(b Batch) Cursor {
 			n.Partial = append(n.Partial, PendingTx{Txid: p.txid, After: p.after})
 		}
 	}
+	// Straddle, as fetch_batch.sql gathered it, less what is now known
+	// to be delivered, pending or partial.
+	isPartial := func(t uint64) bool {
+		return slices.ContainsFunc(n.Partial, func(q PendingTx) bool { return q.Txid == t })
+	}
 	pending := slices.Clone(s.Xip)
 	for _, t := range p.early {
 		if !slices.Contains(p.whole, t) {
@@ -182,24 +192,34 @@ func (c Cursor) Advance(b Batch) Cursor {
 	}
 	slices.Sort(pending)
 	pending = slices.Compact(pending)
-	n.Pending = slices.DeleteFunc(pending, func(t uint64) bool {
-		return slices.ContainsFunc(n.Partial, func(q PendingTx) bool { return q.Txid == t })
+	n.Pending = slices.DeleteFunc(pending, isPartial)
+	straddle := slices.Clone(p.straddle)
+	slices.Sort(straddle)
+	n.Straddle = slices.DeleteFunc(slices.Compact(straddle), func(t uint64) bool {
+		_, pend := slices.BinarySearch(n.Pending, t)
+		return pend || isPartial(t) || slices.Contains(p.whole, t)
 	})
+	if len(n.Straddle) == 0 {
+		n.Straddle = nil
+	}
 	return n
 }
 
 // args returns the cursor's lists as query arguments.
-func (c Cursor) args() (pending, partial []uint64, after []int64) {
-	pending = c.Pending
+func (c Cursor) args() (pending, partial []uint64, after []int64, straddle []uint64) {
+	pending, straddle = c.Pending, c.Straddle
 	if pending == nil {
 		pending = []uint64{}
+	}
+	if straddle == nil {
+		straddle = []uint64{}
 	}
 	partial = make([]uint64, len(c.Partial))
 	after = make([]int64, len(c.Partial))
 	for i, p := range c.Partial {
 		partial[i], after[i] = p.Txid, p.After
 	}
-	return pending, partial, after
+	return pending, partial, after, straddle
 }
 
 // partialAfter returns the id after which the events of partial transaction
@@ -226,7 +246,7 @@ func LoadCursor(ctx context.Context, db DB, name string) (Cursor, error) {
 		partial []uint64
 		after   []int64
 	)
-	err := db.QueryRow(ctx, sqlLoadCursor, name).Scan(&c.Mark, &c.NextTxid, &c.Pending, &partial, &after)
+	err := db.QueryRow(ctx, sqlLoadCursor, name).Scan(&c.Mark, &c.NextTxid, &c.Pending, &partial, &after, &c.Straddle)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Cursor{}, nil
 	}
@@ -239,6 +259,9 @@ func LoadCursor(ctx context.Context, db DB, name string) (Cursor, error) {
 	if len(c.Pending) == 0 {
 		c.Pending = nil
 	}
+	if len(c.Straddle) == 0 {
+		c.Straddle = nil
+	}
 	for i := range partial {
 		c.Partial = append(c.Partial, PendingTx{Txid: partial[i], After: after[i]})
 	}
@@ -247,8 +270,8 @@ func LoadCursor(ctx context.Context, db DB, name string) (Cursor, error) {
 
 // SaveCursor stores the cursor of the relay called name.
 func SaveCursor(ctx context.Context, db DB, name string, c Cursor) error {
-	pending, partial, after := c.args()
-	if _, err := db.Exec(ctx, sqlSaveCursor, name, c.Mark, c.NextTxid, pending, partial, after); err != nil {
+	pending, partial, after, straddle := c.args()
+	if _, err := db.Exec(ctx, sqlSaveCursor, name, c.Mark, c.NextTxid, pending, partial, after, straddle); err != nil {
 		return fmt.Errorf("save cursor %q: %w", name, err)
 	}
 	return nil

@@ -30,7 +30,7 @@ type ParkedEvent struct {
 // on the way. The commit does not wait for the WAL flush (see
 // queries/progress_begin.sql).
 func SaveProgress(ctx context.Context, conn *pgx.Conn, name string, c Cursor, parked []ParkedEvent) error {
-	pending, partial, after := c.args()
+	pending, partial, after, straddle := c.args()
 	var b pgx.Batch
 	b.Queue(sqlProgressBegin)
 	b.Queue(sqlProgressAsync)
@@ -39,7 +39,7 @@ func SaveProgress(ctx context.Context, conn *pgx.Conn, name string, c Cursor, pa
 		b.Queue(sqlParkEvent, name, r.Txid, r.ID, r.ChangedAt, r.Schema, r.Table, r.Action,
 			jsonArg(r.Key), jsonArg(r.Data), jsonArg(r.Changes), p.Handler, p.Error, p.Attempts)
 	}
-	b.Queue(sqlSaveCursor, name, c.Mark, c.NextTxid, pending, partial, after)
+	b.Queue(sqlSaveCursor, name, c.Mark, c.NextTxid, pending, partial, after, straddle)
 	b.Queue(sqlFetchEnd)
 	if err := conn.SendBatch(ctx, &b).Close(); err != nil {
 		return fmt.Errorf("save progress: %w", err)

@@ -3,6 +3,7 @@ package sqlkit
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -60,6 +61,7 @@ type progress struct {
 	scanned   int      // the rows the window was allowed to read
 	limit     int      // the batch's limit
 	early     []uint64 // the early candidates (fetch_batch.sql)
+	straddle  []uint64 // the transactions that may straddle the next mark
 }
 
 var (
@@ -74,13 +76,13 @@ var (
 // snapshot they were read under, in one round trip. rows is reused when it
 // has the capacity.
 func Fetch(ctx context.Context, conn *pgx.Conn, c Cursor, limit int, rows []Row) (Batch, error) {
-	pending, partial, after := c.args()
+	pending, partial, after, straddle := c.args()
 	scan := c.windowRows(limit)
 	var qb pgx.Batch
 	qb.Queue(sqlFetchBegin)
 	qb.Queue(sqlFetchGeneric)
 	qb.Queue(sqlFetchSnapshot)
-	qb.Queue(sqlFetchBatch, c.Mark, c.NextTxid, pending, partial, after, limit, scan)
+	qb.Queue(sqlFetchBatch, c.Mark, c.NextTxid, pending, partial, after, limit, scan, straddle)
 	qb.Queue(sqlFetchEnd)
 	br := conn.SendBatch(ctx, &qb)
 	b, err := readFetch(br, rows[:0], c, limit)
@@ -123,41 +125,36 @@ func readFetch(br pgx.BatchResults, rows []Row, c Cursor, limit int) (Batch, err
 	}
 	var (
 		p      = &b.progress
-		got    []outboxRow
+		got    = make([]outboxRow, 0, limit+16)
 		taken  int64 // candidate transactions the query took
 		edge   *int64
 		window []int64
+		summed bool // the summary row (grp 2) arrived
 	)
 	for rs.Next() {
+		// Scanned in place: a row of its own per iteration would escape
+		// to the heap.
+		got = append(got, outboxRow{})
+		o := &got[len(got)-1]
+		r := &o.r
 		var (
-			o      outboxRow
-			k, lst *int64
-			id     *int64
-			txid   *uint64
-			at     *time.Time
-			sch    *string
-			tbl    *string
-			action *string
-			events *int32
-			early  []uint64
-			n, e   *int64
-			w      []int64
+			early []uint64
+			n, e  *int64
+			w     []int64
+			st    []uint64
 		)
-		if err := rs.Scan(&o.grp, &k, &lst, &id, &txid, &at, &sch, &tbl, &action, &o.r.Key, &o.r.Data, &o.r.Changes,
-			&events, &o.keyColumns, &o.chunk, &o.old, &early, &e, &n, &w); err != nil {
+		if err := rs.Scan(&o.grp, &o.k, &o.lastOf, &r.ID, &r.Txid, &r.ChangedAt, &r.Schema, &r.Table, &r.Action,
+			&r.Key, &r.Data, &r.Changes, &o.events, &o.keyColumns, &o.chunk, &o.old, &early, &e, &n, &w, &st); err != nil {
 			rs.Close()
 			return b, err
 		}
 		if o.grp == 2 {
-			p.early, edge, window = early, e, w
+			p.early, edge, window, p.straddle, summed = early, e, w, st, true
 			if n != nil {
 				taken = *n
 			}
-			continue
+			got = got[:len(got)-1]
 		}
-		o.k, o.lastOf, o.events = *k, *lst, *events
-		o.r.ID, o.r.Txid, o.r.ChangedAt, o.r.Schema, o.r.Table, o.r.Action = *id, *txid, *at, *sch, *tbl, *action
-		got = append(got, o)
 	}
 	if err := rs.Err(); err != nil {
 		return b, err
@@ -165,13 +162,22 @@ func readFetch(br pgx.BatchResults, rows []Row, c Cursor, limit int) (Batch, err
 	if _, err := br.Exec(); err != nil {
 		return b, err
 	}
+	if !summed {
+		return b, errors.New("the fetch returned no summary row")
+	}
 	if edge != nil {
 		p.edge = *edge
 	}
 	if len(window) == 2 {
 		p.window = [2]int64(window)
 	}
-	slices.SortFunc(got, func(a, b outboxRow) int {
+	// Sorted by index: the rows themselves are large to move.
+	order := make([]int32, len(got))
+	for i := range order {
+		order[i] = int32(i)
+	}
+	slices.SortFunc(order, func(i, j int32) int {
+		a, b := &got[i], &got[j]
 		return cmp.Or(cmp.Compare(a.grp, b.grp), cmp.Compare(a.k, b.k), cmp.Compare(a.r.ID, b.r.ID))
 	})
 
@@ -183,7 +189,7 @@ func readFetch(br pgx.BatchResults, rows []Row, c Cursor, limit int) (Batch, err
 		wholeTaken int64 // candidate transactions read to their end
 		cut        bool  // the batch stopped before the end of what was fetched
 	)
-	for i := range got {
+	for _, i := range order {
 		o := &got[i]
 		if ids >= int64(limit) || p.read && p.txid != o.r.Txid && !p.lastWhole {
 			cut = true

@@ -13,7 +13,7 @@ var sqlBacklog = query("backlog")
 // Backlog returns how many events are undelivered for cursor c and the change
 // time of the oldest (zero when there are none).
 func Backlog(ctx context.Context, db DB, c Cursor) (count int64, oldest time.Time, err error) {
-	pending, partial, after := c.args()
+	pending, partial, after, _ := c.args()
 	var ts *time.Time
 	if err := db.QueryRow(ctx, sqlBacklog, c.Mark, c.NextTxid, pending, partial, after).Scan(&count, &ts); err != nil {
 		return 0, time.Time{}, fmt.Errorf("count undelivered events: %w", err)

@@ -10,29 +10,35 @@
 -- rows are cut here already.
 -- $1 mark, $2 next_txid, $3 pending txids, $4 partial txids, $5 the event
 --    id after which each partial transaction is undelivered, $6 the limit,
---    $7 how many rows the window reads (see Cursor.scan).
+--    $7 how many rows the window reads (see Cursor.scan), $8 the
+--    transactions that may straddle the mark (Cursor.Straddle).
 -- The first row of a partial transaction may be a chunk whose first events
 -- were delivered (a chunk with id c holds event ids c .. c+events-1, and
 -- events <= 1024): the caller drops those. Event counts are counts of
 -- ids, which overstate updates (two ids per row): a batch of updates may be
 -- smaller than $6.
 --
--- One more row, with grp 2 and the outbox columns NULL, carries what Advance
+-- One more row, with grp 2 and the outbox columns empty, carries what Advance
 -- needs besides: the early candidates' txids, the window's edge E (NULL
 -- when the window reached the end of the outbox), how many candidate
--- transactions were taken, and how many rows and events the window held.
+-- transactions were taken, how many rows and events the window held, and
+-- the transactions that may straddle the next mark.
 WITH
+-- The transactions from next_txid on with rows at or below the mark. "+ 0":
+-- only the rows from next_txid on are read (a few, written since the last
+-- fetch), never the delivered ones below the mark.
+fresh AS MATERIALIZED (
+    SELECT DISTINCT o.txid FROM cdc.outbox o WHERE o.txid >= $2 AND o.id + 0 <= $1
+),
 -- Candidates that need not have a row above the mark: the pending
--- transactions, and those from next_txid on with ids at or below the mark.
--- Only visible (committed) ones have rows; each with its last id.
+-- transactions, and the fresh ones. Only visible (committed) ones have
+-- rows; each with its last id.
 early AS MATERIALIZED (
     SELECT t.txid, m.last_id
     FROM (
         SELECT p.txid FROM unnest($3::xid8[]) AS p(txid)
         UNION
-        -- "+ 0": only the rows from next_txid on are read (a few, written
-        -- since the last fetch), never the delivered ones below the mark.
-        SELECT o.txid FROM cdc.outbox o WHERE o.txid >= $2 AND o.id + 0 <= $1
+        SELECT f.txid FROM fresh f
     ) t
     CROSS JOIN LATERAL (SELECT max(l.id) AS last_id FROM cdc.outbox l WHERE l.txid = t.txid) m
     WHERE m.last_id IS NOT NULL
@@ -128,29 +134,35 @@ others AS (
     ) r
     WHERE r.upto - r.events < $6
 )
-SELECT 0 AS grp, r.k, r.last_id, r.id, r.txid, r.changed_at, r.schema_name, r.table_name, r.action, r.key, r.data, r.changes, r.events, r.key_columns, r.rows, r.old_rows, NULL::xid8[], NULL::bigint, NULL::bigint, NULL::bigint[]
+SELECT 0 AS grp, r.k, r.last_id, r.id, r.txid, r.changed_at, r.schema_name, r.table_name, r.action, r.key, r.data, r.changes, r.events, r.key_columns, r.rows, r.old_rows, NULL::xid8[], NULL::bigint, NULL::bigint, NULL::bigint[], NULL::xid8[]
 FROM partial r
 UNION ALL
 -- The rows of the transactions ending in the window: those in it, and those
 -- at or below the mark (of transactions that straddle it).
-SELECT 1, n.last_id, n.last_id, o.id, o.txid, o.changed_at, o.schema_name, o.table_name, o.action, o.key, o.data, o.changes, o.events, o.key_columns, o.rows, o.old_rows, NULL::xid8[], NULL::bigint, NULL::bigint, NULL::bigint[]
+SELECT 1, n.last_id, n.last_id, o.id, o.txid, o.changed_at, o.schema_name, o.table_name, o.action, o.key, o.data, o.changes, o.events, o.key_columns, o.rows, o.old_rows, NULL::xid8[], NULL::bigint, NULL::bigint, NULL::bigint[], NULL::xid8[]
 FROM ending n
 JOIN win w ON w.txid = n.txid
 JOIN cdc.outbox o ON o.ctid = w.ctid
 UNION ALL
-SELECT 1, n.last_id, n.last_id, o.id, o.txid, o.changed_at, o.schema_name, o.table_name, o.action, o.key, o.data, o.changes, o.events, o.key_columns, o.rows, o.old_rows, NULL::xid8[], NULL::bigint, NULL::bigint, NULL::bigint[]
+SELECT 1, n.last_id, n.last_id, o.id, o.txid, o.changed_at, o.schema_name, o.table_name, o.action, o.key, o.data, o.changes, o.events, o.key_columns, o.rows, o.old_rows, NULL::xid8[], NULL::bigint, NULL::bigint, NULL::bigint[], NULL::xid8[]
 FROM ending n
-CROSS JOIN LATERAL (
-    SELECT * FROM cdc.outbox o
-    WHERE o.txid = n.txid AND o.id <= $1
-    ORDER BY o.txid, o.id
-    LIMIT $6
-) o
+JOIN cdc.outbox o ON o.txid = n.txid AND o.id <= $1
+WHERE n.txid = ANY ($8::xid8[]) OR n.txid IN (SELECT f.txid FROM fresh f)
 UNION ALL
-SELECT 1, r.last_id, r.last_id, r.id, r.txid, r.changed_at, r.schema_name, r.table_name, r.action, r.key, r.data, r.changes, r.events, r.key_columns, r.rows, r.old_rows, NULL::xid8[], NULL::bigint, NULL::bigint, NULL::bigint[]
+SELECT 1, r.last_id, r.last_id, r.id, r.txid, r.changed_at, r.schema_name, r.table_name, r.action, r.key, r.data, r.changes, r.events, r.key_columns, r.rows, r.old_rows, NULL::xid8[], NULL::bigint, NULL::bigint, NULL::bigint[], NULL::xid8[]
 FROM others r
 UNION ALL
-SELECT 2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+SELECT 2, 0, 0, 0, '0', 'epoch', '', '', '', NULL, NULL, NULL, 0, NULL, NULL, NULL,
        (SELECT array_agg(e.txid) FROM early e), (SELECT e FROM edge),
        (SELECT count(*) FROM chosen) + (SELECT count(*) FROM pick),
-       (SELECT ARRAY[rows, events] FROM edge);
+       (SELECT ARRAY[rows, events] FROM edge),
+       -- Those that may straddle the next mark: with rows at or below it
+       -- and above it, not delivered, neither pending nor partial. They
+       -- are among the window's, the fresh, those straddling the mark,
+       -- and, when one was picked beyond E, those with rows between E
+       -- and it (sqlkit/cursor.go).
+       ARRAY(SELECT w.txid FROM win w
+             UNION SELECT f.txid FROM fresh f
+             UNION SELECT unnest($8::xid8[])
+             UNION SELECT o.txid FROM cdc.outbox o
+                   WHERE o.id > (SELECT e FROM edge) AND o.id < (SELECT p.last_id FROM pick p));
