@@ -38,7 +38,9 @@ import (
 //	except (a) when t is partial: its events after After; (b) when t is
 //	pending: possibly all of them; (c) when t has an outbox row with an id
 //	above Mark, or (d) t >= NextTxid: all of them. A partial transaction's
-//	ids are all at or below Mark.
+//	ids are all at or below Mark. (e) An undelivered t of (c) with rows at
+//	or below Mark too ("straddling" it) is listed in Straddle, unless (a),
+//	(b) or (d) hold for it.
 //
 // A fetch reads under one snapshot S (fetch_batch.sql). First the rest of the
 // partial transactions, in the cursor's order; then the candidates, visible
@@ -46,10 +48,12 @@ import (
 // those that started at or after NextTxid with ids at or below Mark, and
 // those with a row above Mark. These it reads in order of last(t), up to a
 // bound E: the rows above Mark (of transactions neither pending nor
-// partial) are read in id order up to about a batch of events, E being the
-// last of them. Every candidate t with last(t) <= E is taken, because any
-// such t that is not pending either has its last row in that window or has
-// no row above Mark at all. When there is none, the one candidate with the
+// partial) are read in id order, a window of about a batch of events, E
+// being the last of them. Every candidate t with last(t) <= E is taken,
+// because any such t that is not pending either has its last row in that
+// window or has no row above Mark at all; its rows are those in the window
+// and, by (e), when it straddles Mark or started at or after NextTxid,
+// those at or below Mark. When there is none, the one candidate with the
 // smallest last(t) is taken alone. The batch is cut at its limit, maybe
 // inside a transaction (the partial one, "Q"). Once it is delivered,
 // Advance restores the invariant:
@@ -69,6 +73,13 @@ import (
 //     in-progress list, which is why (d) is needed.
 //   - Q, if the batch ended inside it, becomes partial, after its last
 //     event read; its ids are at or below the new Mark since Mark >= last(Q).
+//   - Straddle becomes, less what was read whole or is now pending or
+//     partial, the old Straddle and the transactions with rows in the
+//     window, those from NextTxid on with rows at or below Mark, and, when
+//     a candidate beyond E was taken alone, those with rows between E and
+//     it. A transaction straddling the new Mark has a row between the old
+//     Mark and the new one, which is in one of those ranges, or straddled
+//     the old Mark, or started at or after NextTxid.
 //
 // The order holds across fetches: when T2 is taken, any T1 that committed
 // before T2's last write is visible too, and is a candidate with a smaller
@@ -83,7 +94,12 @@ import (
 //
 // Pending holds only transactions open at the last fetch and at most a few
 // candidates, so a long-running transaction costs one entry and holds back
-// nothing but its own events. Txids are xid8, 64-bit and never wrapping.
+// nothing but its own events; Straddle, the few transactions that a batch's
+// end cut across. Txids are xid8, 64-bit and never wrapping.
+//
+// The window's size is free as far as correctness goes: a smaller one only
+// makes a smaller batch. It is sized by the previous window (Cursor.scan),
+// so that it reads about as many rows as the batch needs.
 //
 // "Rows" above are outbox rows and "events" their events: an outbox row
 // holding a chunk (chunk.go) with id c holds the events c .. c+n-1 of one
