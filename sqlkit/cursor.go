@@ -161,11 +161,11 @@ func (c Cursor) Advance(b Batch) Cursor {
 	n := Cursor{Mark: c.Mark, NextTxid: max(c.NextTxid, s.Xmax)}
 	p := b.progress
 	switch rows, events := p.window[0], p.window[1]; {
-	case p.edge == 0:
-		n.scan = c.scan // the window reached the end of the outbox
 	case events >= int64(p.limit):
 		// Enough rows for the events: this share of them will do.
 		n.scan = int((rows*int64(p.limit) + events - 1) / events)
+	case p.edge == 0:
+		n.scan = c.scan // the window reached the end of the outbox
 	default:
 		n.scan = 2 * p.scanned // too few: read more next time
 	}
@@ -209,7 +209,14 @@ func (c Cursor) Advance(b Batch) Cursor {
 	slices.Sort(pending)
 	pending = slices.Compact(pending)
 	n.Pending = slices.DeleteFunc(pending, isPartial)
+	// Of the window's transactions, only those with a row at or below
+	// the new Mark can straddle it.
 	straddle := slices.Clone(p.straddle)
+	for i, t := range p.windowTxids {
+		if p.windowFirst[i] <= n.Mark {
+			straddle = append(straddle, t)
+		}
+	}
 	slices.Sort(straddle)
 	n.Straddle = slices.DeleteFunc(slices.Compact(straddle), func(t uint64) bool {
 		_, pend := slices.BinarySearch(n.Pending, t)

@@ -62,6 +62,10 @@ type progress struct {
 	limit     int      // the batch's limit
 	early     []uint64 // the early candidates (fetch_batch.sql)
 	straddle  []uint64 // the transactions that may straddle the next mark
+	// The window's transactions, and the first id of each in the window:
+	// those may straddle the next mark too.
+	windowTxids []uint64
+	windowFirst []int64
 }
 
 var (
@@ -142,14 +146,20 @@ func readFetch(br pgx.BatchResults, rows []Row, c Cursor, limit int) (Batch, err
 			n, e  *int64
 			w     []int64
 			st    []uint64
+			wt    []uint64
+			wf    []int64
 		)
 		if err := rs.Scan(&o.grp, &o.k, &o.lastOf, &r.ID, &r.Txid, &r.ChangedAt, &r.Schema, &r.Table, &r.Action,
-			&r.Key, &r.Data, &r.Changes, &o.events, &o.keyColumns, &o.chunk, &o.old, &early, &e, &n, &w, &st); err != nil {
+			&r.Key, &r.Data, &r.Changes, &o.events, &o.keyColumns, &o.chunk, &o.old, &early, &e, &n, &w, &st, &wt, &wf); err != nil {
 			rs.Close()
 			return b, err
 		}
 		if o.grp == 2 {
 			p.early, edge, window, p.straddle, summed = early, e, w, st, true
+			if len(wt) != len(wf) {
+				return b, errors.New("the fetch's window lists do not match")
+			}
+			p.windowTxids, p.windowFirst = wt, wf
 			if n != nil {
 				taken = *n
 			}

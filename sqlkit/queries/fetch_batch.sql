@@ -64,9 +64,18 @@ edge AS (
 ),
 -- The transactions whose last row is in the window.
 ending AS MATERIALIZED (
-    SELECT l.txid, l.last_id
-    FROM (SELECT w.txid, max(w.id) AS last_id FROM win w GROUP BY w.txid) l
+    SELECT l.txid, l.last_id, l.events
+    FROM (SELECT w.txid, max(w.id) AS last_id, sum(w.events) AS events FROM win w GROUP BY w.txid) l
     WHERE NOT EXISTS (SELECT FROM cdc.outbox o WHERE o.txid = l.txid AND o.id > l.last_id)
+),
+-- Those whose rows are sent: in order of their last id, while fewer than $6
+-- events come before them (counting only their rows in the window), so
+-- that large chunks past the batch's end are not read.
+sent AS (
+    SELECT c.txid, c.last_id
+    FROM (SELECT n.*, sum(n.events) OVER (ORDER BY n.last_id ROWS UNBOUNDED PRECEDING) AS upto
+          FROM ending n) c
+    WHERE c.upto - c.events < $6
 ),
 -- Every candidate whose last row is at or below E: those, and the early
 -- ones.
@@ -134,22 +143,22 @@ others AS (
     ) r
     WHERE r.upto - r.events < $6
 )
-SELECT 0 AS grp, r.k, r.last_id, r.id, r.txid, r.changed_at, r.schema_name, r.table_name, r.action, r.key, r.data, r.changes, r.events, r.key_columns, r.rows, r.old_rows, NULL::xid8[], NULL::bigint, NULL::bigint, NULL::bigint[], NULL::xid8[]
+SELECT 0 AS grp, r.k, r.last_id, r.id, r.txid, r.changed_at, r.schema_name, r.table_name, r.action, r.key, r.data, r.changes, r.events, r.key_columns, r.rows, r.old_rows, NULL::xid8[], NULL::bigint, NULL::bigint, NULL::bigint[], NULL::xid8[], NULL::xid8[], NULL::bigint[]
 FROM partial r
 UNION ALL
 -- The rows of the transactions ending in the window: those in it, and those
 -- at or below the mark (of transactions that straddle it).
-SELECT 1, n.last_id, n.last_id, o.id, o.txid, o.changed_at, o.schema_name, o.table_name, o.action, o.key, o.data, o.changes, o.events, o.key_columns, o.rows, o.old_rows, NULL::xid8[], NULL::bigint, NULL::bigint, NULL::bigint[], NULL::xid8[]
-FROM ending n
+SELECT 1, n.last_id, n.last_id, o.id, o.txid, o.changed_at, o.schema_name, o.table_name, o.action, o.key, o.data, o.changes, o.events, o.key_columns, o.rows, o.old_rows, NULL::xid8[], NULL::bigint, NULL::bigint, NULL::bigint[], NULL::xid8[], NULL::xid8[], NULL::bigint[]
+FROM sent n
 JOIN win w ON w.txid = n.txid
 JOIN cdc.outbox o ON o.ctid = w.ctid
 UNION ALL
-SELECT 1, n.last_id, n.last_id, o.id, o.txid, o.changed_at, o.schema_name, o.table_name, o.action, o.key, o.data, o.changes, o.events, o.key_columns, o.rows, o.old_rows, NULL::xid8[], NULL::bigint, NULL::bigint, NULL::bigint[], NULL::xid8[]
-FROM ending n
+SELECT 1, n.last_id, n.last_id, o.id, o.txid, o.changed_at, o.schema_name, o.table_name, o.action, o.key, o.data, o.changes, o.events, o.key_columns, o.rows, o.old_rows, NULL::xid8[], NULL::bigint, NULL::bigint, NULL::bigint[], NULL::xid8[], NULL::xid8[], NULL::bigint[]
+FROM sent n
 JOIN cdc.outbox o ON o.txid = n.txid AND o.id <= $1
 WHERE n.txid = ANY ($8::xid8[]) OR n.txid IN (SELECT f.txid FROM fresh f)
 UNION ALL
-SELECT 1, r.last_id, r.last_id, r.id, r.txid, r.changed_at, r.schema_name, r.table_name, r.action, r.key, r.data, r.changes, r.events, r.key_columns, r.rows, r.old_rows, NULL::xid8[], NULL::bigint, NULL::bigint, NULL::bigint[], NULL::xid8[]
+SELECT 1, r.last_id, r.last_id, r.id, r.txid, r.changed_at, r.schema_name, r.table_name, r.action, r.key, r.data, r.changes, r.events, r.key_columns, r.rows, r.old_rows, NULL::xid8[], NULL::bigint, NULL::bigint, NULL::bigint[], NULL::xid8[], NULL::xid8[], NULL::bigint[]
 FROM others r
 UNION ALL
 SELECT 2, 0, 0, 0, '0', 'epoch', '', '', '', NULL, NULL, NULL, 0, NULL, NULL, NULL,
@@ -158,11 +167,14 @@ SELECT 2, 0, 0, 0, '0', 'epoch', '', '', '', NULL, NULL, NULL, 0, NULL, NULL, NU
        (SELECT ARRAY[rows, events] FROM edge),
        -- Those that may straddle the next mark: with rows at or below it
        -- and above it, not delivered, neither pending nor partial. They
-       -- are among the window's, the fresh, those straddling the mark,
-       -- and, when one was picked beyond E, those with rows between E
-       -- and it (sqlkit/cursor.go).
-       ARRAY(SELECT w.txid FROM win w
-             UNION SELECT f.txid FROM fresh f
+       -- are among those straddling the mark, the fresh ones, and, when
+       -- one was picked beyond E, those with rows between E and it
+       -- (sqlkit/cursor.go); and the window's, given with their first id
+       -- there, of which Advance keeps those below the new mark.
+       ARRAY(SELECT f.txid FROM fresh f
              UNION SELECT unnest($8::xid8[])
              UNION SELECT o.txid FROM cdc.outbox o
-                   WHERE o.id > (SELECT e FROM edge) AND o.id < (SELECT p.last_id FROM pick p));
+                   WHERE o.id > (SELECT e FROM edge) AND o.id < (SELECT p.last_id FROM pick p)),
+       l.txids, l.firsts
+FROM (SELECT array_agg(g.txid ORDER BY g.txid) AS txids, array_agg(g.first ORDER BY g.txid) AS firsts
+      FROM (SELECT w.txid, min(w.id) AS first FROM win w GROUP BY w.txid) g) l;
