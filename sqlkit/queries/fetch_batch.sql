@@ -155,7 +155,10 @@ JOIN cdc.outbox o ON o.ctid = w.ctid
 UNION ALL
 SELECT 1, n.last_id, n.last_id, o.id, o.txid, o.changed_at, o.schema_name, o.table_name, o.action, o.key, o.data, o.changes, o.events, o.key_columns, o.rows, o.old_rows, NULL::xid8[], NULL::bigint, NULL::bigint, NULL::bigint[], NULL::xid8[], NULL::xid8[], NULL::bigint[]
 FROM sent n
-JOIN cdc.outbox o ON o.txid = n.txid AND o.id <= $1
+-- Each transaction's rows by its txid ("OFFSET 0" keeps this a lookup per
+-- transaction, "+ 0" keeps it off the id index), never all the delivered
+-- rows below the mark.
+CROSS JOIN LATERAL (SELECT * FROM cdc.outbox o WHERE o.txid = n.txid AND o.id + 0 <= $1 OFFSET 0) o
 WHERE n.txid = ANY ($8::xid8[]) OR n.txid IN (SELECT f.txid FROM fresh f)
 UNION ALL
 SELECT 1, r.last_id, r.last_id, r.id, r.txid, r.changed_at, r.schema_name, r.table_name, r.action, r.key, r.data, r.changes, r.events, r.key_columns, r.rows, r.old_rows, NULL::xid8[], NULL::bigint, NULL::bigint, NULL::bigint[], NULL::xid8[], NULL::xid8[], NULL::bigint[]
