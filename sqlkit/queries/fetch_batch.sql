@@ -62,10 +62,16 @@ edge AS (
            count(*) AS rows, coalesce(sum(w.events), 0) AS events
     FROM win w
 ),
--- The transactions whose last row is in the window.
+-- The window's transactions: their first and last row there, and events.
+wtx AS MATERIALIZED (
+    SELECT w.txid, min(w.id) AS first_id, max(w.id) AS last_id, sum(w.events)::int AS events
+    FROM win w
+    GROUP BY w.txid
+),
+-- Those whose last row is in the window.
 ending AS MATERIALIZED (
     SELECT l.txid, l.last_id, l.events
-    FROM (SELECT w.txid, max(w.id) AS last_id, sum(w.events) AS events FROM win w GROUP BY w.txid) l
+    FROM wtx l
     WHERE NOT EXISTS (SELECT FROM cdc.outbox o WHERE o.txid = l.txid AND o.id > l.last_id)
 ),
 -- Those whose rows are sent: in order of their last id, while fewer than $6
@@ -179,5 +185,4 @@ SELECT 2, 0, 0, 0, '0', 'epoch', '', '', '', NULL, NULL, NULL, 0, NULL, NULL, NU
              UNION SELECT o.txid FROM cdc.outbox o
                    WHERE o.id > (SELECT e FROM edge) AND o.id < (SELECT p.last_id FROM pick p)),
        l.txids, l.firsts
-FROM (SELECT array_agg(g.txid ORDER BY g.txid) AS txids, array_agg(g.first ORDER BY g.txid) AS firsts
-      FROM (SELECT w.txid, min(w.id) AS first FROM win w GROUP BY w.txid) g) l;
+FROM (SELECT array_agg(g.txid) AS txids, array_agg(g.first_id) AS firsts FROM wtx g) l;
