@@ -24,11 +24,16 @@
 -- transactions were taken, how many rows and events the window held, and
 -- the transactions that may straddle the next mark.
 WITH
--- The transactions from next_txid on with rows at or below the mark. "+ 0":
--- only the rows from next_txid on are read (a few, written since the last
--- fetch), never the delivered ones below the mark.
+-- The transactions from next_txid on with rows at or below the mark: only
+-- the rows from next_txid on are read (a few, written since the last
+-- fetch). "+ 0" keeps the delivered rows below the mark out of it, and the
+-- upper bound (nothing at or above the snapshot's xmax is visible anyway)
+-- makes it a range the generic plan reads by index, where a lone lower
+-- bound had it read the whole outbox.
 fresh AS MATERIALIZED (
-    SELECT DISTINCT o.txid FROM cdc.outbox o WHERE o.txid >= $2 AND o.id + 0 <= $1
+    SELECT DISTINCT o.txid
+    FROM cdc.outbox o
+    WHERE o.txid >= $2 AND o.txid < pg_snapshot_xmax(pg_current_snapshot()) AND o.id + 0 <= $1
 ),
 -- Candidates that need not have a row above the mark: the pending
 -- transactions, and the fresh ones. Only visible (committed) ones have
