@@ -77,7 +77,10 @@ wtx AS MATERIALIZED (
 ending AS MATERIALIZED (
     SELECT l.txid, l.last_id, l.events
     FROM wtx l
-    WHERE NOT EXISTS (SELECT FROM cdc.outbox o WHERE o.txid = l.txid AND o.id > l.last_id)
+    -- "OFFSET 0" keeps this a probe of the index per transaction: the
+    -- generic plan, made when the outbox was small, would otherwise join
+    -- against the whole outbox.
+    WHERE NOT EXISTS (SELECT FROM cdc.outbox o WHERE o.txid = l.txid AND o.id > l.last_id OFFSET 0)
 ),
 -- Those whose rows are sent: in order of their last id, while fewer than $6
 -- events come before them (counting only their rows in the window), so
@@ -105,7 +108,7 @@ pick AS (
          FROM cdc.outbox o
          WHERE o.id > (SELECT e FROM edge)
            AND o.txid <> ALL ($3::xid8[]) AND o.txid <> ALL ($4::xid8[])
-           AND NOT EXISTS (SELECT FROM cdc.outbox l WHERE l.txid = o.txid AND l.id > o.id)
+           AND NOT EXISTS (SELECT FROM cdc.outbox l WHERE l.txid = o.txid AND l.id > o.id OFFSET 0)
          ORDER BY o.id
          LIMIT 1)
         UNION ALL
