@@ -129,7 +129,7 @@ func readFetch(br pgx.BatchResults, rows []Row, c Cursor, limit int) (Batch, err
 	}
 	var (
 		p      = &b.progress
-		got    = make([]outboxRow, 0, limit+16)
+		got    = make([]outboxRow, 0, min(limit, 64)) // live batches are small
 		taken  int64 // candidate transactions the query took
 		edge   *int64
 		window []int64
