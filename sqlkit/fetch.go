@@ -130,7 +130,7 @@ func readFetch(br pgx.BatchResults, rows []Row, c Cursor, limit int) (Batch, err
 	var (
 		p      = &b.progress
 		got    = make([]outboxRow, 0, min(limit, 64)) // live batches are small
-		taken  int64 // candidate transactions the query took
+		taken  int64                                  // candidate transactions the query took
 		edge   *int64
 		window []int64
 		summed bool // the summary row (grp 2) arrived
