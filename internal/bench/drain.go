@@ -69,7 +69,14 @@ func drainOnce(ctx context.Context, e *env, n int64) (subRate, pubRate float64, 
 	if _, err := e.writeBacklog(ctx, n); err != nil {
 		return 0, 0, 0, err
 	}
-	sub, err := e.subscribe(ctx, e.channel())
+	return e.timeDrain(ctx, e.channel(), n)
+}
+
+// timeDrain starts an in-process relay on the backlog in the outbox and
+// returns the rates at which the subscriber to channel received, and the
+// relay published, its n events, and how many messages arrived beyond n.
+func (e *env) timeDrain(ctx context.Context, channel string, n int64) (subRate, pubRate float64, extra int64, err error) {
+	sub, err := e.subscribe(ctx, channel)
 	if err != nil {
 		return 0, 0, 0, err
 	}

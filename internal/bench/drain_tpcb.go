@@ -35,7 +35,7 @@ func runDrainTPCB(ctx context.Context, e *env, sec *Section) error {
 		if err != nil {
 			return err
 		}
-		s, p, err := e.timeDrain(ctx, "public.pgbench_*.cdc_events", n)
+		s, p, _, err := e.timeDrain(ctx, "public.pgbench_*.cdc_events", n)
 		if err != nil {
 			return err
 		}
@@ -97,31 +97,4 @@ func (e *env) writeTPCB(ctx context.Context, clients, perClient int) (int64, err
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
-}
-
-// timeDrain starts an in-process relay on the backlog in the outbox and
-// returns the rates at which the subscriber to channel received, and the
-// relay published, its n events.
-func (e *env) timeDrain(ctx context.Context, channel string, n int64) (subRate, pubRate float64, err error) {
-	sub, err := e.subscribe(ctx, channel)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer sub.close()
-	p, err := e.newRelay()
-	if err != nil {
-		return 0, 0, err
-	}
-	start := time.Now()
-	if err := p.r.Start(ctx); err != nil {
-		p.close()
-		return 0, 0, fmt.Errorf("start relay: %w", err)
-	}
-	at, err := sub.wait(ctx, n, drainTimeout(n))
-	p.close()
-	if err != nil {
-		return 0, 0, err
-	}
-	pubAt := time.Unix(0, p.handler.lastAt.Load())
-	return rate(n, at.Sub(start)), rate(n, pubAt.Sub(start)), nil
 }
