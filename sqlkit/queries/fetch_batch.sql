@@ -6,8 +6,9 @@
 -- transaction's rows by id. The rows come in no particular order: the
 -- caller sorts them by (grp, k, id) and cuts the batch at $6 events, which
 -- costs less than the same in SQL. The rows past the cut are few: the
--- window is sized to the batch, and the partial and early transactions'
--- rows are cut here already.
+-- window is sized to the batch, and each group of transactions (partial,
+-- ending in the window, early) is cut here at $6 events already, so that
+-- large chunks past the batch's end are never sent.
 -- $1 mark, $2 next_txid, $3 pending txids, $4 partial txids, $5 the event
 --    id after which each partial transaction is undelivered, $6 the limit,
 --    $7 how many rows the window reads (see Cursor.scan), $8 the
