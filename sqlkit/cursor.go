@@ -160,6 +160,11 @@ func (c Cursor) Advance(b Batch) Cursor {
 	s := b.Snapshot
 	n := Cursor{Mark: c.Mark, NextTxid: max(c.NextTxid, s.Xmax)}
 	p := b.progress
+	// Sorted once: it is looked up for every partial, pending and
+	// straddling transaction, and holds every transaction of the batch.
+	whole := slices.Clone(p.whole)
+	slices.Sort(whole)
+	isWhole := func(t uint64) bool { _, ok := slices.BinarySearch(whole, t); return ok }
 	switch rows, events := p.window[0], p.window[1]; {
 	case events >= int64(p.limit):
 		// Enough rows for the events: this share of them will do.
@@ -181,7 +186,7 @@ func (c Cursor) Advance(b Batch) Cursor {
 	// were all read whole before it.
 	for _, q := range c.Partial {
 		switch {
-		case p.passed || slices.Contains(p.whole, q.Txid):
+		case p.passed || isWhole(q.Txid):
 			// Read whole; or, once the batch got past the partial
 			// ones, with nothing left (its rows were deleted).
 		case p.read && !p.lastWhole && q.Txid == p.txid:
@@ -195,22 +200,21 @@ func (c Cursor) Advance(b Batch) Cursor {
 			n.Partial = append(n.Partial, PendingTx{Txid: p.txid, After: p.after})
 		}
 	}
-	// Straddle, as fetch_batch.sql gathered it, less what is now known
-	// to be delivered, pending or partial.
 	isPartial := func(t uint64) bool {
 		return slices.ContainsFunc(n.Partial, func(q PendingTx) bool { return q.Txid == t })
 	}
 	pending := slices.Clone(s.Xip)
 	for _, t := range p.early {
-		if !slices.Contains(p.whole, t) {
+		if !isWhole(t) {
 			pending = append(pending, t)
 		}
 	}
 	slices.Sort(pending)
 	pending = slices.Compact(pending)
 	n.Pending = slices.DeleteFunc(pending, isPartial)
-	// Of the window's transactions, only those with a row at or below
-	// the new Mark can straddle it.
+	// Straddle, as fetch_batch.sql gathered it, less what is now known
+	// to be delivered, pending or partial. Of the window's transactions,
+	// only those with a row at or below the new Mark can straddle it.
 	straddle := slices.Clone(p.straddle)
 	for i, t := range p.windowTxids {
 		if p.windowFirst[i] <= n.Mark {
@@ -220,7 +224,7 @@ func (c Cursor) Advance(b Batch) Cursor {
 	slices.Sort(straddle)
 	n.Straddle = slices.DeleteFunc(slices.Compact(straddle), func(t uint64) bool {
 		_, pend := slices.BinarySearch(n.Pending, t)
-		return pend || isPartial(t) || slices.Contains(p.whole, t)
+		return pend || isPartial(t) || isWhole(t)
 	})
 	if len(n.Straddle) == 0 {
 		n.Straddle = nil

@@ -89,8 +89,7 @@ func Fetch(ctx context.Context, conn *pgx.Conn, c Cursor, limit int, rows []Row)
 	qb.Queue(sqlFetchBatch, c.Mark, c.NextTxid, pending, partial, after, limit, scan, straddle)
 	qb.Queue(sqlFetchEnd)
 	br := conn.SendBatch(ctx, &qb)
-	b, err := readFetch(br, rows[:0], c, limit)
-	b.progress.scanned, b.progress.limit = scan, limit
+	b, err := readFetch(br, rows[:0], c, limit, scan)
 	if closeErr := br.Close(); err == nil && closeErr != nil {
 		err = closeErr
 	}
@@ -112,9 +111,9 @@ type outboxRow struct {
 }
 
 // readFetch reads the results of Fetch into rows: the events after cursor c,
-// at most limit of them, in delivery order.
-func readFetch(br pgx.BatchResults, rows []Row, c Cursor, limit int) (Batch, error) {
-	var b Batch
+// at most limit of them, in delivery order; scan is the window's size.
+func readFetch(br pgx.BatchResults, rows []Row, c Cursor, limit, scan int) (Batch, error) {
+	b := Batch{progress: progress{limit: limit, scanned: scan}}
 	for range 2 { // BEGIN, SET
 		if _, err := br.Exec(); err != nil {
 			return b, err
@@ -208,16 +207,18 @@ func readFetch(br pgx.BatchResults, rows []Row, c Cursor, limit int) (Batch, err
 		if p.read && p.txid != o.r.Txid {
 			p.finish(c, &wholeTaken)
 		}
-		if _, ok := c.partialAfter(o.r.Txid); !ok {
-			p.passed = true
-		}
+		// The events of a partial transaction's chunk up to after were
+		// delivered before.
+		after, isPartial := c.partialAfter(o.r.Txid)
+		delivered := isPartial && o.r.ID <= after
+		p.passed = p.passed || !isPartial
 		p.read, p.txid, p.lastOf = true, o.r.Txid, o.lastOf
 		p.after, p.lastWhole = o.r.ID+int64(o.events)-1, o.r.ID == o.lastOf
-		todo := int64(o.events)
-		if after, ok := c.partialAfter(o.r.Txid); ok && o.r.ID <= after {
-			todo = o.r.ID + int64(o.events) - 1 - after
+		if delivered {
+			ids += o.r.ID + int64(o.events) - 1 - after
+		} else {
+			ids += int64(o.events)
 		}
-		ids += todo
 		if o.chunk == nil {
 			rows = append(rows, o.r)
 			continue
@@ -226,13 +227,12 @@ func readFetch(br pgx.BatchResults, rows []Row, c Cursor, limit int) (Batch, err
 		if rows, err = appendChunk(rows, o.r, o.chunk, o.old, o.keyColumns); err != nil {
 			return b, err
 		}
-		// A chunk that a previous batch delivered in part: drop that part.
-		if after, ok := c.partialAfter(o.r.Txid); ok && o.r.ID <= after {
-			delivered := 0
-			for delivered < len(rows)-n && rows[n+delivered].ID <= after {
-				delivered++
+		if delivered {
+			drop := 0
+			for drop < len(rows)-n && rows[n+drop].ID <= after {
+				drop++
 			}
-			rows = append(rows[:n], rows[n+delivered:]...)
+			rows = append(rows[:n], rows[n+drop:]...)
 		}
 	}
 	if len(rows) > limit {
