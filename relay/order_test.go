@@ -7,7 +7,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
@@ -156,9 +155,11 @@ func (x *orderTx) execBlocked(sql string, events int, args ...any) (finish func(
 	pid := x.conn.PgConn().PID()
 	ctx, cancel := context.WithCancel(s.ctx)
 	done := make(chan error, 1)
+	ended := make(chan struct{})
 	go func() {
 		_, err := x.tx.Exec(ctx, sql, args...)
 		done <- err
+		close(ended)
 	}()
 	finished := false
 	// Should the test fail while the write is blocked: cancel it, and wait
@@ -170,24 +171,7 @@ func (x *orderTx) execBlocked(sql string, events int, args ...any) (finish func(
 		}
 	})
 
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		var waiting bool
-		require.NoError(s.t, s.f.pool.QueryRow(s.ctx,
-			`SELECT coalesce(wait_event_type = 'Lock', false) FROM pg_stat_activity WHERE pid = $1`, pid).Scan(&waiting))
-		if waiting {
-			break
-		}
-		select {
-		case err := <-done:
-			finished = true
-			s.t.Fatalf("%s: %s did not block on a lock (err: %v)", x.name, sql, err)
-		case <-tick.C:
-		case <-s.ctx.Done():
-			s.t.Fatalf("%s: timed out waiting for %s to block on a lock", x.name, sql)
-		}
-	}
+	testenv.WaitForLockWait(s.t, s.ctx, s.f.pool, pid, ended)
 	return func() {
 		s.t.Helper()
 		var err error

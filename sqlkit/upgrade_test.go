@@ -1,12 +1,10 @@
 package sqlkit_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
@@ -64,12 +62,13 @@ func TestMigrationFromVersion5KeepsCursor(t *testing.T) {
 	t2 := begin()
 	t1 := begin()
 	exec(t1, `UPDATE items SET v = 't1' WHERE id = 2002`)
-	waited := make(chan error, 1)
+	waited, ended := make(chan error, 1), make(chan struct{})
 	go func() {
 		_, err := t2.Exec(ctx, `UPDATE items SET v = 't2' WHERE id = 2002`)
 		waited <- err
+		close(ended)
 	}()
-	waitForLockWait(t, pool)
+	testenv.WaitForLockWait(t, ctx, pool, t2.Conn().PgConn().PID(), ended)
 	require.NoError(t, t1.Commit(ctx))
 	require.NoError(t, <-waited)
 	require.NoError(t, t2.Commit(ctx))
@@ -133,26 +132,4 @@ func TestMigrationFromVersion5KeepsCursor(t *testing.T) {
 	require.Len(t, got, 324+1+1+2, "the chunk's last 324, partial's second, late, t1 and t2")
 	require.Equal(t, []string{"2004=partial", "2001=late", "2002=t1", "2002=t2"}, order,
 		"partial transactions first, then in commit order")
-}
-
-// waitForLockWait waits until some session of the test's database waits
-// for a lock.
-func waitForLockWait(t *testing.T, pool interface {
-	QueryRow(context.Context, string, ...any) pgx.Row
-}) {
-	t.Helper()
-	ctx := testenv.Context(t)
-	for {
-		var waiting bool
-		require.NoError(t, pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock')`).Scan(&waiting))
-		if waiting {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatal("no session started waiting for a lock")
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
 }

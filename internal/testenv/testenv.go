@@ -125,3 +125,31 @@ func Redis(t testing.TB) *redis.Client {
 	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
+
+// WaitForLockWait blocks until the backend with process id pid waits for a
+// lock, as pg_stat_activity reports it: the signal that a statement started
+// in another goroutine is queued behind another transaction. It fails the
+// test when ended is closed first (the statement finished without waiting)
+// or when ctx ends.
+func WaitForLockWait(t testing.TB, ctx context.Context, db interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, pid uint32, ended <-chan struct{}) {
+	t.Helper()
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var waiting bool
+		require.NoError(t, db.QueryRow(ctx,
+			`SELECT coalesce(wait_event_type = 'Lock', false) FROM pg_stat_activity WHERE pid = $1`, pid).Scan(&waiting))
+		if waiting {
+			return
+		}
+		select {
+		case <-ended:
+			t.Fatalf("backend %d finished its statement without waiting for a lock", pid)
+		case <-ctx.Done():
+			t.Fatalf("backend %d did not start waiting for a lock", pid)
+		case <-tick.C:
+		}
+	}
+}
