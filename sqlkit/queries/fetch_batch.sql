@@ -35,6 +35,7 @@ fresh AS MATERIALIZED (
     SELECT DISTINCT o.txid
     FROM cdc.outbox o
     WHERE o.txid >= $2 AND o.txid < pg_snapshot_xmax(pg_current_snapshot()) AND o.id + 0 <= $1
+      AND $1 > 0 -- nothing is below the zero cursor's mark: no scan at all
 ),
 -- Candidates that need not have a row above the mark: the pending
 -- transactions, and the fresh ones. Only visible (committed) ones have
