@@ -52,6 +52,7 @@ func TestLeastPrivilege(t *testing.T) {
 	f.exec(t, `GRANT SELECT ON cdc.schema_version TO `+r)
 	f.exec(t, `GRANT SELECT, INSERT, UPDATE ON cdc.relay_cursor TO `+r)
 	f.exec(t, `GRANT SELECT, INSERT, UPDATE ON cdc.failed_event TO `+r)
+	f.exec(t, `GRANT SELECT, INSERT, UPDATE, DELETE ON cdc.relay_instance TO `+r)
 	f.exec(t, `GRANT USAGE, UPDATE ON SEQUENCE cdc.relay_wake_enter, cdc.relay_wake_leave TO `+r)
 	f.exec(t, `GRANT EXECUTE ON FUNCTION cdc.cdc_tables() TO `+r)
 

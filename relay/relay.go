@@ -19,11 +19,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pgrelay/pgrelay/sqlkit"
 )
 
 var (
@@ -52,9 +55,23 @@ type Relay struct {
 	instance string
 	// polling is set while notifications cannot reach the relay.
 	polling atomic.Bool
+	// host and pid locate this process in cdc.relay_instance.
+	host string
+	pid  int
+	// lease is this relay's hold on delivery for its name (lease.go).
+	lease leaseState
+
+	// Used by the delivery loop's goroutine only:
 	// waiting: this relay has told writers to notify it (see
-	// session.workLoop). Only the delivery loop's goroutine uses it.
+	// session.workLoop);
 	waiting bool
+	// lastLease: the lease this relay held last, to tell a reconnect
+	// within the lease from a new one;
+	lastLease sqlkit.Lease
+	// steppedDown: it just lost the lease to another relay and said so;
+	steppedDown bool
+	// zombies: backends of its earlier sessions, for the next one to end.
+	zombies []sqlkit.Backend
 
 	mu       sync.Mutex
 	state    state
@@ -84,11 +101,17 @@ func New(cfg Config, handlers ...EventHandler) (*Relay, error) {
 	}
 	var id [4]byte
 	_, _ = rand.Read(id[:])
+	host, err := os.Hostname()
+	if err != nil {
+		host = "unknown"
+	}
 	return &Relay{
 		cfg:      cfg,
 		log:      cfg.Logger,
 		pgConfig: pgConfig,
 		instance: hex.EncodeToString(id[:]),
+		host:     host,
+		pid:      os.Getpid(),
 		handlers: append([]EventHandler(nil), handlers...),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
@@ -232,14 +255,25 @@ func (r *Relay) loop(ctx context.Context, s *session) {
 	defer close(r.done)
 	for {
 		err := s.run(ctx)
+		if err == nil {
+			s.release()
+		}
 		s.close()
 		if err == nil || r.stopping(ctx) {
 			return
 		}
-		r.log.Warn("connection lost; reconnecting", "err", err, "retry_interval", r.cfg.RetryInterval)
+		// A relay that lost its lease steps down at once, with one line,
+		// and stands by on fresh connections.
+		lost := errors.Is(err, sqlkit.ErrLeaseLost)
+		if lost {
+			r.log.Warn("another relay took over delivery for this name; standing by", "name", r.cfg.Name)
+			r.steppedDown, r.waiting = true, false
+		} else {
+			r.log.Warn("connection lost; reconnecting", "err", err, "retry_interval", r.cfg.RetryInterval)
+		}
 		s = nil
 		for attempt := 1; s == nil; attempt++ {
-			if !r.sleep(ctx, r.cfg.RetryInterval) {
+			if (!lost || attempt > 1) && !r.sleep(ctx, r.cfg.RetryInterval) {
 				return
 			}
 			s, err = r.connect(ctx)
@@ -251,7 +285,9 @@ func (r *Relay) loop(ctx context.Context, s *session) {
 				}
 				continue
 			}
-			r.log.Info("reconnected", "attempt", attempt)
+			if !lost {
+				r.log.Info("reconnected", "attempt", attempt)
+			}
 		}
 	}
 }

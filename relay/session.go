@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -31,6 +32,12 @@ type session struct {
 
 	wake  chan struct{} // a notification arrived; capacity 1, so wake-ups fold
 	pongs chan uint64   // the watchdog's probes, as the listener received them
+
+	// backends are the server processes of the connections, in the order
+	// opened; direct is set once LISTEN was seen to work on them (no
+	// pooler in between), so that they are this relay's own.
+	backends []sqlkit.Backend
+	direct   atomic.Bool
 
 	cursor    sqlkit.Cursor
 	ahead     *sqlkit.Batch        // fetched while the previous batch was delivered
@@ -64,6 +71,12 @@ func (s *session) open(ctx context.Context) (err error) {
 		if err != nil {
 			return nil, fmt.Errorf("connect to %s: %w", RedactURL(r.cfg.DatabaseURL), err)
 		}
+		b, err := sqlkit.BackendOf(ctx, c)
+		if err != nil {
+			_ = c.Close(ctx)
+			return nil, err
+		}
+		s.backends = append(s.backends, b)
 		return c, nil
 	}
 	if s.listen, err = open("listener"); err != nil {
@@ -83,6 +96,19 @@ func (s *session) open(ctx context.Context) (err error) {
 	if s.watchdog, err = open("watchdog"); err != nil {
 		return err
 	}
+	if err := s.checkEcho(ctx); err != nil {
+		return err
+	}
+	if s.direct.Load() {
+		for _, c := range []*pgx.Conn{s.listen, s.worker, s.watchdog} {
+			tctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+			err := sqlkit.SetupSession(tctx, c, r.cfg.Timeout)
+			cancel()
+			if err != nil {
+				return err
+			}
+		}
+	}
 	r.mu.Lock()
 	handlers := r.handlers
 	r.mu.Unlock()
@@ -94,9 +120,49 @@ func (s *session) open(ctx context.Context) (err error) {
 	return nil
 }
 
+// checkEcho finds out whether LISTEN works on this path: it sends a NOTIFY
+// from the watchdog connection and waits up to Timeout for it on the
+// listener. Behind a connection pooler in transaction mode it never
+// arrives; the session then polls (see watchdogLoop), and leaves the
+// server-side session settings alone.
+func (s *session) checkEcho(ctx context.Context) error {
+	r := s.r
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+	defer cancel()
+	payload := watchdogPrefix + r.instance + ":0"
+	if err := sqlkit.Notify(ctx, s.watchdog, payload); err != nil {
+		return err
+	}
+	for {
+		n, err := s.listen.WaitForNotification(ctx)
+		if err != nil {
+			if ctx.Err() == nil || errors.Is(context.Cause(ctx), context.Canceled) {
+				return fmt.Errorf("wait for notification: %w", err)
+			}
+			return nil // timed out: no echo, so no LISTEN on this path
+		}
+		switch {
+		case n.Payload == payload:
+			s.direct.Store(true)
+			return nil
+		case isTxid(n.Payload):
+			select {
+			case s.wake <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
 // close closes the connections, bounded by the timeout so that a frozen
-// network cannot hold up a reconnect.
+// network cannot hold up a reconnect. Their backends are remembered: if the
+// network was cut, the server may keep them running, and the next session
+// ends them.
 func (s *session) close() {
+	s.r.lease.drop()
+	if s.direct.Load() {
+		s.r.zombies = append(s.r.zombies, s.backends...)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.r.cfg.Timeout)
 	defer cancel()
 	for _, c := range []*pgx.Conn{s.listen, s.worker, s.watchdog} {
@@ -194,87 +260,6 @@ func truncate(s string, n int) string {
 	return s[:n] + "…"
 }
 
-// errNotifyLost means the database answered the watchdog but its
-// notification never reached the LISTEN connection.
-var errNotifyLost = errors.New("the LISTEN connection did not receive the watchdog's notification")
-
-// watchdogLoop checks the connections at once, then every
-// WatchdogInterval. If the very first check finds that notifications do not
-// arrive although the database answers, LISTEN cannot work on this path
-// (typically a connection pooler in transaction mode): the session then
-// relies on polling the outbox every PollInterval, and the watchdog checks
-// only that the database answers.
-func (s *session) watchdogLoop(ctx context.Context) error {
-	var seq uint64 = 1
-	err := s.probe(ctx, seq, true)
-	switch {
-	case ctx.Err() != nil:
-		return nil
-	case errors.Is(err, errNotifyLost):
-		s.r.setPolling(true)
-	case err != nil:
-		return err
-	default:
-		s.r.setPolling(false)
-	}
-	polling := err != nil
-	t := time.NewTicker(s.r.cfg.WatchdogInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		seq++
-		if err := s.probe(ctx, seq, !polling); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-	}
-}
-
-// setPolling logs when the relay falls back to polling, and when LISTEN
-// works again, once per change.
-func (r *Relay) setPolling(on bool) {
-	if r.polling.Swap(on) == on {
-		return
-	}
-	if on {
-		r.log.Warn("notifications do not reach the LISTEN connection (is a connection pooler in transaction mode "+
-			"in between?); falling back to polling the outbox", "poll_interval", r.cfg.PollInterval)
-	} else {
-		r.log.Info("notifications work again; polling only as a safety net")
-	}
-}
-
-// probe sends a NOTIFY over the watchdog connection and, with wantEcho,
-// waits up to Timeout for the listener to receive it: one full round trip
-// through the database and both connections.
-func (s *session) probe(ctx context.Context, seq uint64, wantEcho bool) error {
-	ctx, cancel := context.WithTimeout(ctx, s.r.cfg.Timeout)
-	defer cancel()
-	payload := watchdogPrefix + s.r.instance + ":" + strconv.FormatUint(seq, 10)
-	if err := sqlkit.Notify(ctx, s.watchdog, payload); err != nil {
-		return fmt.Errorf("%w: the database did not answer within %s: %w", ErrWatchdog, s.r.cfg.Timeout, err)
-	}
-	if !wantEcho {
-		return nil
-	}
-	for {
-		select {
-		case got := <-s.pongs:
-			if got == seq {
-				return nil
-			}
-		case <-ctx.Done():
-			return fmt.Errorf("%w: %w within %s", ErrWatchdog, errNotifyLost, s.r.cfg.Timeout)
-		}
-	}
-}
-
 // workLoop delivers the backlog, then each wake-up's new events, until the
 // session fails (error) or the relay is closed (nil).
 //
@@ -287,6 +272,7 @@ func (s *session) probe(ctx context.Context, seq uint64, wantEcho bool) error {
 // announce anything newer.
 func (s *session) workLoop(ctx context.Context) error {
 	r := s.r
+	s.endOwnZombies(ctx)
 	if err := s.acquire(ctx); err != nil || r.stopping(ctx) {
 		return err
 	}
@@ -382,13 +368,15 @@ func (s *session) resetWaiting(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.r.cfg.Timeout)
 	defer cancel()
-	return sqlkit.ResetWaiting(ctx, s.worker)
+	lease, _, _ := s.r.lease.get()
+	return sqlkit.ResetWaiting(ctx, s.worker, lease)
 }
 
 // leaveWaiting undoes EnterWaiting when the session ends, if the connection
-// still works; otherwise the next session does.
+// still works and the lease is still valid; otherwise the next session does,
+// or forgets it (see acquire).
 func (s *session) leaveWaiting() {
-	if s.r.waiting {
+	if s.r.waiting && s.r.lease.valid() {
 		_ = s.wait(context.Background(), false)
 	}
 }
@@ -397,40 +385,6 @@ func (s *session) writersInFlight(ctx context.Context) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.r.cfg.Timeout)
 	defer cancel()
 	return sqlkit.WritersInFlight(ctx, s.worker)
-}
-
-// acquire makes this relay the one delivering for its cursor name, standing
-// by while another holds it, and loads the cursor.
-func (s *session) acquire(ctx context.Context) error {
-	r := s.r
-	for waiting := false; ; waiting = true {
-		tctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
-		ok, err := sqlkit.TryLockCursor(tctx, s.worker, r.cfg.Name)
-		cancel()
-		if err != nil {
-			return err
-		}
-		if ok {
-			if waiting {
-				r.log.Info("took over delivery", "name", r.cfg.Name)
-			}
-			break
-		}
-		if !waiting {
-			r.log.Info("another relay is delivering for this name; standing by", "name", r.cfg.Name)
-		}
-		if !r.sleep(ctx, r.cfg.RetryInterval) {
-			return nil
-		}
-	}
-	tctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
-	defer cancel()
-	c, err := sqlkit.LoadCursor(tctx, s.worker, r.cfg.Name)
-	if err != nil {
-		return err
-	}
-	s.cursor = c
-	return nil
 }
 
 // batchResult says what deliverBatch did.
@@ -466,7 +420,8 @@ func (s *session) deliverBatch(ctx context.Context) (res batchResult, err error)
 		if b.Full {
 			tctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 			defer cancel()
-			if err := sqlkit.SaveProgress(tctx, s.worker, r.cfg.Name, next, nil); err != nil {
+			lease, _, _ := r.lease.get()
+			if err := sqlkit.SaveProgress(tctx, s.worker, lease, next, nil); err != nil {
 				return res, err
 			}
 		}
@@ -487,6 +442,11 @@ func (s *session) deliverBatch(ctx context.Context) (res batchResult, err error)
 		aheadErr error
 		wg       sync.WaitGroup
 	)
+	// A lease that ran out may be another relay's by now: hand nothing
+	// more to the handlers (the watchdog is ending the session).
+	if !r.lease.valid() {
+		return res, fmt.Errorf("%w: %w", ErrWatchdog, errLeaseLapsed)
+	}
 	if b.Full {
 		spare := s.spare
 		wg.Go(func() { ahead, aheadErr = s.fetch(ctx, next, spare) })
@@ -498,7 +458,8 @@ func (s *session) deliverBatch(ctx context.Context) (res batchResult, err error)
 	}
 	tctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
-	if err := sqlkit.SaveProgress(tctx, s.worker, r.cfg.Name, next, s.parked); err != nil {
+	lease, _, _ := r.lease.get()
+	if err := sqlkit.SaveProgress(tctx, s.worker, lease, next, s.parked); err != nil {
 		return res, err
 	}
 	s.cursor, s.parked = next, s.parked[:0]
@@ -536,7 +497,8 @@ func (s *session) prune(ctx context.Context) error {
 	var total int64
 	for !r.stopping(ctx) {
 		tctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
-		n, err := sqlkit.Prune(tctx, s.worker, r.cfg.Retention, pruneBatch)
+		lease, _, _ := r.lease.get()
+		n, err := sqlkit.PruneAs(tctx, s.worker, lease, r.cfg.Retention, pruneBatch)
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {

@@ -3,8 +3,11 @@ package sqlkit
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 var (
@@ -14,6 +17,7 @@ var (
 	sqlFailedCount   = query("failed_count")
 	sqlProgressBegin = query("progress_begin")
 	sqlProgressAsync = query("progress_async")
+	sqlSaveProgress  = query("save_progress")
 )
 
 // ParkedEvent is an event a handler refused permanently.
@@ -26,23 +30,48 @@ type ParkedEvent struct {
 }
 
 // SaveProgress records, in one transaction sent in one round trip, that the
-// relay called name has reached cursor c, and parks the events it gave up on
-// on the way. The commit does not wait for the WAL flush (see
-// queries/progress_begin.sql).
-func SaveProgress(ctx context.Context, conn *pgx.Conn, name string, c Cursor, parked []ParkedEvent) error {
+// relay holding lease has reached cursor c, and parks the events it gave up
+// on on the way. The commit does not wait for the WAL flush (see
+// queries/progress_async.sql); the server ends the transaction should the
+// batch stop arriving before ctx's deadline (a minute without one). When
+// another relay has taken the lease, it records nothing and returns
+// ErrLeaseLost.
+func SaveProgress(ctx context.Context, conn *pgx.Conn, lease Lease, c Cursor, parked []ParkedEvent) error {
 	pending, partial, after, straddle := c.args()
 	var b pgx.Batch
+	idle := time.Minute
+	if d, ok := ctx.Deadline(); ok {
+		idle = max(time.Until(d), time.Millisecond)
+	}
 	b.Queue(sqlProgressBegin)
-	b.Queue(sqlProgressAsync)
+	b.Queue(sqlProgressAsync, strconv.FormatInt(idle.Milliseconds(), 10))
+	// The cursor first: it locks the row that the parked events' fence
+	// checks, so that no takeover can come in between.
+	b.Queue(sqlSaveProgress, lease.Name, c.Mark, c.NextTxid, pending, partial, after, straddle, lease.Token)
 	for _, p := range parked {
 		r := p.Row
-		b.Queue(sqlParkEvent, name, r.Txid, r.ID, r.ChangedAt, r.Schema, r.Table, r.Action,
-			jsonArg(r.Key), jsonArg(r.Data), jsonArg(r.Changes), p.Handler, p.Error, p.Attempts)
+		b.Queue(sqlParkEvent, lease.Name, r.Txid, r.ID, r.ChangedAt, r.Schema, r.Table, r.Action,
+			jsonArg(r.Key), jsonArg(r.Data), jsonArg(r.Changes), p.Handler, p.Error, p.Attempts, lease.Token)
 	}
-	b.Queue(sqlSaveCursor, name, c.Mark, c.NextTxid, pending, partial, after, straddle)
 	b.Queue(sqlFetchEnd)
-	if err := conn.SendBatch(ctx, &b).Close(); err != nil {
+	res := conn.SendBatch(ctx, &b)
+	var saved int64
+	var err error
+	for i := 0; i < b.Len() && err == nil; i++ {
+		var tag pgconn.CommandTag
+		tag, err = res.Exec()
+		if i == 2 {
+			saved = tag.RowsAffected()
+		}
+	}
+	if cerr := res.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return fmt.Errorf("save progress: %w", err)
+	}
+	if saved == 0 {
+		return fmt.Errorf("save progress: %w", ErrLeaseLost)
 	}
 	return nil
 }

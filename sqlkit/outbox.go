@@ -25,9 +25,8 @@ func Backlog(ctx context.Context, db DB, c Cursor) (count int64, oldest time.Tim
 }
 
 var (
-	sqlListen        = query("listen")
-	sqlNotify        = query("notify")
-	sqlTryLockCursor = query("try_lock_cursor")
+	sqlListen = query("listen")
+	sqlNotify = query("notify")
 )
 
 // Listen makes conn LISTEN on NotifyChannel.
@@ -44,16 +43,6 @@ func Notify(ctx context.Context, db DB, payload string) error {
 		return fmt.Errorf("notify %s: %w", NotifyChannel, err)
 	}
 	return nil
-}
-
-// TryLockCursor tries to become the only relay delivering for cursor name,
-// for as long as conn stays open. It reports whether it succeeded.
-func TryLockCursor(ctx context.Context, conn *pgx.Conn, name string) (bool, error) {
-	var ok bool
-	if err := conn.QueryRow(ctx, sqlTryLockCursor, name).Scan(&ok); err != nil {
-		return false, fmt.Errorf("lock cursor %q: %w", name, err)
-	}
-	return ok, nil
 }
 
 var (
@@ -76,7 +65,17 @@ func OutboxSize(ctx context.Context, db DB) (int64, error) {
 // small batches keep each transaction and its locks short, and each call's
 // cost independent of the outbox's size.
 func Prune(ctx context.Context, db DB, retention time.Duration, limit int) (int64, error) {
-	tag, err := db.Exec(ctx, sqlPrune, retention, limit)
+	return prune(ctx, db, retention, limit, nil, nil)
+}
+
+// PruneAs is Prune for the relay holding lease: it deletes nothing once
+// another relay has taken the lease.
+func PruneAs(ctx context.Context, db DB, lease Lease, retention time.Duration, limit int) (int64, error) {
+	return prune(ctx, db, retention, limit, &lease.Name, &lease.Token)
+}
+
+func prune(ctx context.Context, db DB, retention time.Duration, limit int, name *string, token *int64) (int64, error) {
+	tag, err := db.Exec(ctx, sqlPrune, retention, limit, name, token)
 	if err != nil {
 		return 0, fmt.Errorf("prune delivered events: %w", err)
 	}

@@ -31,10 +31,10 @@ func LeaveWaiting(ctx context.Context, db DB) error {
 }
 
 // ResetWaiting forgets the waiting relays that disappeared without
-// LeaveWaiting, provided the caller is the only relay holding a cursor lock
-// (TryLockCursor) in the database.
-func ResetWaiting(ctx context.Context, db DB) error {
-	if _, err := db.Exec(ctx, sqlWakeReset); err != nil {
+// LeaveWaiting, provided the caller, holding lease, is the only relay with
+// an unexpired lease in the database.
+func ResetWaiting(ctx context.Context, db DB, lease Lease) error {
+	if _, err := db.Exec(ctx, sqlWakeReset, lease.Name, lease.Token); err != nil {
 		return fmt.Errorf("reset waiting relays: %w", err)
 	}
 	return nil

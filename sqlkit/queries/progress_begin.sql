@@ -1,5 +1,3 @@
--- Recording progress: the relay's own bookkeeping, so the commit need not
--- wait for the WAL flush. If the server crashes first, the relay starts from
--- an older position and delivers a few events again, which at-least-once
--- delivery allows, and never skips one.
+-- Recording progress runs in one transaction (settings in
+-- progress_async.sql).
 BEGIN;

@@ -5,7 +5,9 @@
 -- mark; taking the smallest mark and next_txid of all relays and every
 -- relay's lists covers them all. It looks only at the oldest $2 rows in id
 -- order, so that each call costs the same however large the outbox. With no
--- relay recorded yet, nothing is deleted.
+-- relay recorded yet, nothing is deleted. A relay passes its name and lease
+-- token ($3, $4): once another relay took its lease, it deletes nothing.
+-- NULL for both prunes without a lease (tools, tests).
 WITH lim AS (
     SELECT min(c.mark) AS mark, min(c.next_txid) AS next_txid,
            array_agg(DISTINCT t) FILTER (WHERE t IS NOT NULL) AS busy
@@ -26,4 +28,6 @@ WHERE id IN (
       AND p.txid < lim.next_txid
       AND p.txid <> ALL (coalesce(lim.busy, '{}'))
       AND NOT EXISTS (SELECT FROM cdc.outbox l WHERE l.txid = p.txid AND l.id > lim.mark)
+      AND ($3::text IS NULL
+           OR EXISTS (SELECT FROM cdc.relay_cursor f WHERE f.name = $3 AND f.lease_token = $4::bigint))
 );

@@ -1,9 +1,9 @@
 -- Forgets waiting relays that went away without saying so, when the calling
--- relay is the only active one in this database: the only holder of a
--- pgrelay cursor lock (try_lock_cursor.sql). Until then writers merely
--- notify more than needed.
+-- relay (name $1, lease token $2) is the only active one in this database:
+-- no other relay holds an unexpired lease. Until then writers merely notify
+-- more than needed. A relay whose lease expired forgets its own waiting
+-- state instead of undoing it (relay/lease.go), since this may have reset it.
 SELECT setval('cdc.relay_wake_leave', pg_sequence_last_value('cdc.relay_wake_enter'))
-WHERE (SELECT count(*) FROM pg_locks l
-       WHERE l.locktype = 'advisory' AND l.granted
-         AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
-         AND l.classid = 730587046 AND l.objsubid = 2) = 1;
+WHERE NOT EXISTS (
+    SELECT FROM cdc.relay_cursor c
+    WHERE c.lease_expires_at > now() AND NOT (c.name = $1 AND c.lease_token = $2));
