@@ -1,7 +1,14 @@
 // Package faultproxy is a TCP proxy for fault-injection tests: it forwards
 // between a listener on 127.0.0.1 and a target until told to freeze, when it
 // stops moving bytes in both directions while keeping every socket open,
-// like a network that silently drops packets.
+// like a network that silently drops packets, or to black-hole the
+// connections it has, which then stay open and silent for good while new
+// ones work: a partition the server never learns about, as a stuck NAT
+// entry, a dropped VPN or a node cut off from the cluster leaves behind.
+//
+// It stops reading rather than dropping packets, so the kernel still
+// acknowledges what fits in its buffers: the far side's TCP sees a slow
+// reader, not a dead one, and only application-level checks notice.
 package faultproxy
 
 import (
@@ -15,12 +22,18 @@ type Proxy struct {
 	ln     net.Listener
 	target string
 
-	mu     sync.Mutex
-	frozen bool
-	thawed chan struct{} // closed when not frozen
-	conns  map[net.Conn]struct{}
-	closed bool
-	wg     sync.WaitGroup
+	mu      sync.Mutex
+	frozen  bool
+	thawed  chan struct{} // closed when not frozen
+	conns   map[net.Conn]*link
+	closed  bool
+	closing chan struct{} // closed by Close
+	wg      sync.WaitGroup
+}
+
+// link is one proxied connection's state.
+type link struct {
+	holed chan struct{} // closed once black-holed
 }
 
 // New starts a proxy to target on a free port of 127.0.0.1.
@@ -29,7 +42,8 @@ func New(target string) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Proxy{ln: ln, target: target, thawed: make(chan struct{}), conns: map[net.Conn]struct{}{}}
+	p := &Proxy{ln: ln, target: target, thawed: make(chan struct{}), conns: map[net.Conn]*link{},
+		closing: make(chan struct{})}
 	close(p.thawed)
 	p.wg.Go(p.accept)
 	return p, nil
@@ -59,9 +73,27 @@ func (p *Proxy) Thaw() {
 	}
 }
 
+// BlackHole makes every connection open now forward nothing, in either
+// direction, until Close, while keeping its sockets open; even a client
+// that closes its side is not passed on. Connections made afterwards work.
+func (p *Proxy) BlackHole() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range p.conns {
+		select {
+		case <-l.holed:
+		default:
+			close(l.holed)
+		}
+	}
+}
+
 // Close stops the proxy and closes every connection.
 func (p *Proxy) Close() error {
 	p.mu.Lock()
+	if !p.closed {
+		close(p.closing)
+	}
 	p.closed = true
 	for c := range p.conns {
 		_ = c.Close()
@@ -73,22 +105,33 @@ func (p *Proxy) Close() error {
 	return err
 }
 
-// gate blocks while the proxy is frozen.
-func (p *Proxy) gate() {
+// gate blocks while the proxy is frozen, and for good (until Close) once
+// l is black-holed; it reports whether forwarding may go on.
+func (p *Proxy) gate(l *link) bool {
 	p.mu.Lock()
 	ch := p.thawed
 	p.mu.Unlock()
-	<-ch
+	select {
+	case <-ch:
+	case <-l.holed:
+	}
+	select {
+	case <-l.holed:
+		<-p.closing
+		return false
+	default:
+		return true
+	}
 }
 
-func (p *Proxy) track(c net.Conn) bool {
+func (p *Proxy) track(c net.Conn, l *link) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
 		_ = c.Close()
 		return false
 	}
-	p.conns[c] = struct{}{}
+	p.conns[c] = l
 	return true
 }
 
@@ -98,37 +141,47 @@ func (p *Proxy) accept() {
 		if err != nil {
 			return
 		}
-		if !p.track(client) {
+		l := &link{holed: make(chan struct{})}
+		if !p.track(client, l) {
 			return
 		}
-		p.wg.Go(func() { p.serve(client) })
+		p.wg.Go(func() { p.serve(client, l) })
 	}
 }
 
-func (p *Proxy) serve(client net.Conn) {
-	p.gate()
+func (p *Proxy) serve(client net.Conn, l *link) {
+	if !p.gate(l) {
+		_ = client.Close()
+		return
+	}
 	server, err := net.Dial("tcp", p.target)
-	if err != nil || !p.track(server) {
+	if err != nil || !p.track(server, l) {
 		_ = client.Close()
 		return
 	}
 	var wg sync.WaitGroup
-	wg.Go(func() { p.pipe(server, client) })
-	wg.Go(func() { p.pipe(client, server) })
+	wg.Go(func() { p.pipe(l, server, client) })
+	wg.Go(func() { p.pipe(l, client, server) })
 	wg.Wait()
 }
 
-// pipe copies src to dst, holding still while frozen, and closes both when
-// either side ends.
-func (p *Proxy) pipe(dst, src net.Conn) {
+// pipe copies src to dst, holding still while frozen or black-holed, and
+// closes both when either side ends.
+func (p *Proxy) pipe(l *link, dst, src net.Conn) {
 	defer dst.Close()
 	defer src.Close()
 	buf := make([]byte, 32<<10)
 	for {
-		p.gate()
+		if !p.gate(l) {
+			return
+		}
 		n, err := src.Read(buf)
+		// Checked after the read too, and before acting on its error: a
+		// black-holed side's data and its closing are both swallowed.
+		if !p.gate(l) {
+			return
+		}
 		if n > 0 {
-			p.gate()
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
 			}
