@@ -65,10 +65,17 @@ func (h *stdoutHandler) OnEvents(_ context.Context, events []relay.Event) error 
 	return h.w.Flush()
 }
 
+// childTimingEnv, set next to childEnv, gives the child relay the batch
+// size and the timings of leaseTestConfig.
+const childTimingEnv = "PGRELAY_TEST_RELAY_CHILD_TIMING"
+
 func runChild(url string) error {
 	cfg, h := relay.Config{DatabaseURL: url, BatchSize: 500}, &stdoutHandler{w: bufio.NewWriter(os.Stdout)}
 	if os.Getenv(childJSONEnv) != "" {
 		cfg.BatchSize, h.json = mirrorBatchSize, true
+	}
+	if os.Getenv(childTimingEnv) != "" {
+		cfg = leaseTestConfig(url)
 	}
 	r, err := relay.New(cfg, h)
 	if err != nil {

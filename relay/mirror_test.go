@@ -174,11 +174,16 @@ func wholeLines(data []byte, atEOF bool) (advance int, token []byte, err error) 
 	return 0, nil, nil
 }
 
-// startMirrorChild starts a relay child; it is killed when the test ends, if
-// it still runs.
+// startMirrorChild starts a relay child printing JSON events; it is killed
+// when the test ends, if it still runs.
 func startMirrorChild(t *testing.T, url string) *mirrorChild {
+	return startChild(t, url, childJSONEnv+"=1")
+}
+
+// startChild starts a relay child with env added to the environment.
+func startChild(t *testing.T, url string, env ...string) *mirrorChild {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+url, childJSONEnv+"=1")
+	cmd.Env = append(append(os.Environ(), childEnv+"="+url), env...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)

@@ -31,6 +31,26 @@ func newRole(t *testing.T, f fixture, prefix string) (name, dbURL string) {
 	return name, u.String()
 }
 
+// newRelayRole creates a role with exactly the GRANTs the README lists for
+// the relay, and returns its URL.
+func newRelayRole(t *testing.T, f fixture) string {
+	t.Helper()
+	var dbName string
+	require.NoError(t, f.pool.QueryRow(context.Background(), `SELECT current_database()`).Scan(&dbName))
+	relayRole, relayURL := newRole(t, f, "pgrelay_relay_")
+	r := pgx.Identifier{relayRole}.Sanitize()
+	f.exec(t, `GRANT CONNECT ON DATABASE `+pgx.Identifier{dbName}.Sanitize()+` TO `+r)
+	f.exec(t, `GRANT USAGE ON SCHEMA cdc TO `+r)
+	f.exec(t, `GRANT SELECT, DELETE ON cdc.outbox TO `+r)
+	f.exec(t, `GRANT SELECT ON cdc.schema_version TO `+r)
+	f.exec(t, `GRANT SELECT, INSERT, UPDATE ON cdc.relay_cursor TO `+r)
+	f.exec(t, `GRANT SELECT, INSERT, UPDATE ON cdc.failed_event TO `+r)
+	f.exec(t, `GRANT SELECT, INSERT, UPDATE, DELETE ON cdc.relay_instance TO `+r)
+	f.exec(t, `GRANT USAGE, UPDATE ON SEQUENCE cdc.relay_wake_enter, cdc.relay_wake_leave TO `+r)
+	f.exec(t, `GRANT EXECUTE ON FUNCTION cdc.cdc_tables() TO `+r)
+	return relayURL
+}
+
 // TestLeastPrivilege runs the whole path without superuser: an application
 // role with rights on its table only, and a relay role with exactly the
 // GRANTs the README lists.
@@ -44,17 +64,7 @@ func TestLeastPrivilege(t *testing.T) {
 	app, appURL := newRole(t, f, "pgrelay_app_")
 	f.exec(t, `GRANT INSERT, UPDATE, DELETE, SELECT ON items TO `+pgx.Identifier{app}.Sanitize())
 
-	relayRole, relayURL := newRole(t, f, "pgrelay_relay_")
-	r := pgx.Identifier{relayRole}.Sanitize()
-	f.exec(t, `GRANT CONNECT ON DATABASE `+pgx.Identifier{dbName}.Sanitize()+` TO `+r)
-	f.exec(t, `GRANT USAGE ON SCHEMA cdc TO `+r)
-	f.exec(t, `GRANT SELECT, DELETE ON cdc.outbox TO `+r)
-	f.exec(t, `GRANT SELECT ON cdc.schema_version TO `+r)
-	f.exec(t, `GRANT SELECT, INSERT, UPDATE ON cdc.relay_cursor TO `+r)
-	f.exec(t, `GRANT SELECT, INSERT, UPDATE ON cdc.failed_event TO `+r)
-	f.exec(t, `GRANT SELECT, INSERT, UPDATE, DELETE ON cdc.relay_instance TO `+r)
-	f.exec(t, `GRANT USAGE, UPDATE ON SEQUENCE cdc.relay_wake_enter, cdc.relay_wake_leave TO `+r)
-	f.exec(t, `GRANT EXECUTE ON FUNCTION cdc.cdc_tables() TO `+r)
+	relayURL := newRelayRole(t, f)
 
 	c := newCollector()
 	rl, err := relay.New(relay.Config{DatabaseURL: relayURL}, c)
