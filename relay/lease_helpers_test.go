@@ -36,6 +36,7 @@ type tally struct {
 	count   map[int64]int
 	first   map[int64]arrival
 	total   int
+	batches []arrival // every add, in order
 	changed chan struct{}
 }
 
@@ -51,6 +52,7 @@ func newTally() *tally {
 func (t *tally) add(label int, ids ...int64) {
 	now := time.Now()
 	t.mu.Lock()
+	t.batches = append(t.batches, arrival{now, label})
 	for _, id := range ids {
 		t.count[id]++
 		t.total++
@@ -129,6 +131,27 @@ func (t *tally) waitIDs(tb testing.TB, ctx context.Context, ids []int64) arrival
 		}
 	}
 	return earliest
+}
+
+// firstFromOther returns when a relay other than label first delivered
+// after since, if one did.
+func (t *tally) firstFromOther(label int, since time.Time) (time.Time, bool) {
+	for _, b := range t.batches {
+		if b.label != label && b.at.After(since) {
+			return b.at, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// deliveredSince reports whether relay label delivered after since.
+func (t *tally) deliveredSince(label int, since time.Time) bool {
+	for i := len(t.batches) - 1; i >= 0 && t.batches[i].at.After(since); i-- {
+		if t.batches[i].label == label {
+			return true
+		}
+	}
+	return false
 }
 
 // duplicates is how many deliveries repeated an event.
