@@ -76,6 +76,8 @@ func runChild(url string) error {
 	}
 	if os.Getenv(childTimingEnv) != "" {
 		cfg = leaseTestConfig(url)
+		// Shown when a leadership test fails: who took over when.
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("child", os.Getpid())
 	}
 	r, err := relay.New(cfg, h)
 	if err != nil {

@@ -107,24 +107,19 @@ func (s *session) instanceInfo() sqlkit.Instance {
 // without the lease only when the relay is stopping.
 func (s *session) acquire(ctx context.Context) error {
 	r := s.r
-	ttl := r.cfg.leaseTTL()
 	tctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
-	err := sqlkit.Register(tctx, s.worker, s.instanceInfo(), ttl)
+	err := sqlkit.Register(tctx, s.worker, s.instanceInfo(), r.cfg.leaseTTL())
 	cancel()
 	if err != nil {
 		return err
 	}
 	var lease sqlkit.Lease
 	for waited := false; ; waited = true {
-		sent := time.Now()
-		tctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
-		l, ok, err := sqlkit.AcquireLease(tctx, s.worker, r.cfg.Name, r.instance, ttl, r.lastLease)
-		cancel()
+		l, ok, st, err := s.tryAcquire(ctx)
 		if err != nil {
 			return err
 		}
 		if ok {
-			r.lease.set(l, sent, ttl)
 			lease = l
 			if waited || l.Previous != "" {
 				r.log.Info("took over delivery", "name", r.cfg.Name, "from", l.Previous)
@@ -135,7 +130,12 @@ func (s *session) acquire(ctx context.Context) error {
 			r.log.Info("another relay is delivering for this name; standing by", "name", r.cfg.Name)
 		}
 		r.steppedDown = false
-		if !r.sleep(ctx, r.cfg.RetryInterval) {
+		// Try again every RetryInterval, or as soon as the lease expires.
+		wait := r.cfg.RetryInterval
+		if !st.ExpiresAt.IsZero() {
+			wait = min(wait, max(time.Until(st.ExpiresAt)+5*time.Millisecond, 10*time.Millisecond))
+		}
+		if !r.sleep(ctx, wait) {
 			return nil
 		}
 	}
@@ -159,6 +159,42 @@ func (s *session) acquire(ctx context.Context) error {
 	}
 	s.cursor = c
 	return nil
+}
+
+// tryAcquire takes the lease if it is free. When it looks free but its row
+// stays locked, the previous holder's backends are ended and it tries once
+// more (see sqlkit.ErrLeaseRowLocked). st is the lease as it was seen.
+func (s *session) tryAcquire(ctx context.Context) (lease sqlkit.Lease, ok bool, st sqlkit.LeaseState, err error) {
+	r := s.r
+	ttl := r.cfg.leaseTTL()
+	tctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+	st, err = sqlkit.ReadLease(tctx, s.worker, r.cfg.Name)
+	cancel()
+	if err != nil || !st.Free && st.Holder != r.instance {
+		return lease, false, st, err
+	}
+	for attempt := 0; ; attempt++ {
+		sent := time.Now()
+		tctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+		lease, ok, err = sqlkit.AcquireLease(tctx, s.worker, r.cfg.Name, r.instance, ttl, r.cfg.Timeout/2, r.lastLease)
+		cancel()
+		if errors.Is(err, sqlkit.ErrLeaseRowLocked) && attempt == 0 && st.Holder != "" && st.Holder != r.instance {
+			s.endBackendsOf(ctx, st.Holder)
+			continue
+		}
+		if errors.Is(err, sqlkit.ErrLeaseRowLocked) {
+			// Ours are ended before acquire (endOwnZombies); try later.
+			r.log.Warn("the lease's row is locked; trying again", "name", r.cfg.Name)
+			return lease, false, st, nil
+		}
+		if err != nil {
+			return lease, false, st, err
+		}
+		if ok {
+			r.lease.set(lease, sent, ttl)
+		}
+		return lease, ok, st, nil
+	}
 }
 
 // endBackendsOf ends the backends of the relay instance whose lease this

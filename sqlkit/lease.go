@@ -36,6 +36,8 @@ var (
 	sqlBackendOf         = query("backend_of")
 	sqlInstanceRegister  = query("instance_register")
 	sqlLeaseAcquire      = query("lease_acquire")
+	sqlLeaseState        = query("lease_state")
+	sqlLeaseLockTimeout  = query("lease_lock_timeout")
 	sqlLeaseRenew        = query("lease_renew")
 	sqlLeaseRelease      = query("lease_release")
 	sqlInstanceBackends  = query("instance_backends")
@@ -174,26 +176,93 @@ func Heartbeat(ctx context.Context, conn *pgx.Conn, inst Instance, lease *Lease,
 	return nil
 }
 
+// LeaseState is a lease as a standby sees it.
+type LeaseState struct {
+	// Holder is the instance holding the lease, empty when none ever did.
+	Holder string
+	// ExpiresAt is when it expires, unless renewed.
+	ExpiresAt time.Time
+	// Free: it may be taken now (AcquireLease decides again).
+	Free bool
+}
+
+// ReadLease returns the state of name's lease without locking anything.
+func ReadLease(ctx context.Context, db DB, name string) (LeaseState, error) {
+	var (
+		st      = LeaseState{Free: true}
+		holder  *string
+		expires *time.Time
+	)
+	err := db.QueryRow(ctx, sqlLeaseState, name).Scan(&holder, &expires, &st.Free)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return LeaseState{Free: true}, nil
+	}
+	if err != nil {
+		return LeaseState{}, fmt.Errorf("read lease %q: %w", name, err)
+	}
+	if holder != nil {
+		st.Holder = *holder
+	}
+	if expires != nil {
+		st.ExpiresAt = *expires
+	}
+	return st, nil
+}
+
 // AcquireLease tries to make instance the holder of name's lease for ttl:
 // it succeeds when the lease is free, expired, already instance's, or held
 // by a relay with no backend left. prev is instance's previous hold, if
 // any: when it was renewed without a break, Since is kept. ok is false when
-// another relay holds the lease.
-func AcquireLease(ctx context.Context, db DB, name, instance string, ttl time.Duration, prev Lease) (l Lease, ok bool, err error) {
+// another relay holds the lease. When the lease's row stays locked for
+// lockWait, it returns ErrLeaseRowLocked.
+func AcquireLease(ctx context.Context, conn *pgx.Conn, name, instance string, ttl, lockWait time.Duration, prev Lease) (l Lease, ok bool, err error) {
+	var b pgx.Batch
+	b.Queue("BEGIN")
+	b.Queue(sqlLeaseLockTimeout, strconv.FormatInt(max(lockWait.Milliseconds(), 1), 10))
+	b.Queue(sqlLeaseAcquire, name, instance, ttl, prev.Token)
+	b.Queue("COMMIT")
+	res := conn.SendBatch(ctx, &b)
 	var previous *string
 	l.Name = name
-	err = db.QueryRow(ctx, sqlLeaseAcquire, name, instance, ttl, prev.Token).Scan(&l.Token, &l.Since, &previous)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Lease{}, false, nil
+	_, err = res.Exec()
+	if err == nil {
+		_, err = res.Exec()
+	}
+	if err == nil {
+		err = res.QueryRow().Scan(&l.Token, &l.Since, &previous)
+		if errors.Is(err, pgx.ErrNoRows) {
+			err, ok = nil, false
+		} else {
+			ok = err == nil
+		}
+	}
+	if cerr := res.Close(); err == nil {
+		err = cerr
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == lockNotAvailable {
+		return Lease{}, false, ErrLeaseRowLocked
 	}
 	if err != nil {
 		return Lease{}, false, fmt.Errorf("acquire lease %q: %w", name, err)
+	}
+	if !ok {
+		return Lease{}, false, nil
 	}
 	if previous != nil && *previous != instance {
 		l.Previous = *previous
 	}
 	return l, true, nil
 }
+
+// ErrLeaseRowLocked is returned by AcquireLease when the lease's row stayed
+// locked: by a backend of the previous holder, typically, cut off in the
+// middle of a batch, where the server arms no idle timeout. End it and try
+// again.
+var ErrLeaseRowLocked = errors.New("the lease's row is locked by another session")
+
+// lockNotAvailable is the SQLSTATE of a lock wait that hit lock_timeout.
+const lockNotAvailable = "55P03"
 
 // ReleaseLease unregisters instance and, if it still holds lease, lets the
 // lease expire now, so that a standby takes over without waiting.
@@ -253,6 +322,9 @@ type InstanceStatus struct {
 	PID       int       `json:"pid"`
 	StartedAt time.Time `json:"started_at"`
 	SeenAt    time.Time `json:"seen_at"`
+	// Running: it refreshed its registration lately. The lease holder is
+	// listed even when it did not.
+	Running bool `json:"running"`
 	// Active: it holds the unexpired lease, and delivers.
 	Active bool `json:"active"`
 	// ActiveSince, RenewedAt and ExpiresAt describe the lease, for the
@@ -273,7 +345,7 @@ func RelayInstances(ctx context.Context, db DB, name string) ([]InstanceStatus, 
 	for rows.Next() {
 		var s InstanceStatus
 		var since, renewed, expires *time.Time
-		if err := rows.Scan(&s.ID, &s.Host, &s.PID, &s.StartedAt, &s.SeenAt, &s.Active, &since, &renewed, &expires); err != nil {
+		if err := rows.Scan(&s.ID, &s.Host, &s.PID, &s.StartedAt, &s.SeenAt, &s.Running, &s.Active, &since, &renewed, &expires); err != nil {
 			return nil, fmt.Errorf("list relay instances: %w", err)
 		}
 		if s.Active {

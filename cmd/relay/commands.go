@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -229,6 +230,8 @@ type statusReport struct {
 	Retained         int64      `json:"delivered_retained"`
 	OldestPending    *time.Time `json:"oldest_pending,omitempty"`
 	OldestPendingAge float64    `json:"oldest_pending_age_seconds"`
+	// Relays are the relays running for Name, the active one first.
+	Relays []sqlkit.InstanceStatus `json:"relays"`
 }
 
 func statusCommand() *cli.Command {
@@ -283,6 +286,12 @@ func readStatus(ctx context.Context, conn *pgx.Conn, name string, rep *statusRep
 		return err
 	}
 	rep.Retained = max(size-n, 0)
+	if rep.Relays, err = sqlkit.RelayInstances(ctx, conn, name); err != nil {
+		return err
+	}
+	if rep.Relays == nil {
+		rep.Relays = []sqlkit.InstanceStatus{}
+	}
 	if !oldest.IsZero() {
 		rep.OldestPending = &oldest
 		rep.OldestPendingAge = time.Since(oldest).Seconds()
@@ -308,7 +317,39 @@ func printStatus(c *cli.Context, rep statusReport) error {
 	if rep.OldestPending != nil {
 		fmt.Fprintf(w, "oldest undelivered: %s ago\n", time.Duration(rep.OldestPendingAge*float64(time.Second)).Round(time.Millisecond))
 	}
+	printRelays(w, rep)
 	return nil
+}
+
+// printRelays lists the relays of the name: which one delivers, since when
+// and how fresh its lease is, and which stand by.
+func printRelays(w io.Writer, rep statusReport) {
+	now := time.Now()
+	ago := func(t time.Time) string { return now.Sub(t).Round(time.Millisecond).String() + " ago" }
+	running := 0
+	for _, r := range rep.Relays {
+		if r.Running {
+			running++
+		}
+	}
+	fmt.Fprintf(w, "relays (%s): %d running\n", rep.Name, running)
+	active := false
+	for _, r := range rep.Relays {
+		where := fmt.Sprintf("%s pid %d (instance %s)", r.Host, r.PID, r.ID)
+		switch {
+		case r.Active:
+			active = true
+			fmt.Fprintf(w, "  active       %s, since %s, lease renewed %s, expires in %s\n", where,
+				r.ActiveSince.Format(time.RFC3339), ago(*r.RenewedAt), r.ExpiresAt.Sub(now).Round(time.Millisecond))
+		case r.Running:
+			fmt.Fprintf(w, "  standing by  %s, seen %s\n", where, ago(r.SeenAt))
+		default:
+			fmt.Fprintf(w, "  not renewing %s, holds the lease, last seen %s\n", where, ago(r.SeenAt))
+		}
+	}
+	if !active {
+		fmt.Fprintln(w, "  no relay is delivering")
+	}
 }
 
 func retryFailedCommand() *cli.Command {

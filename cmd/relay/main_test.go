@@ -121,6 +121,19 @@ func TestCLIEnsureRunStatus(t *testing.T) {
 		require.True(t, strings.HasPrefix(msg.Payload, `{"event_id":`), msg.Payload)
 		require.Contains(t, msg.Payload, `"action":"insert"`, i)
 	}
+	// status names the active relay while it runs, and none once it
+	// stopped (it gave up its lease and registration).
+	out, _, err = runCLI(ctx, "--database-url", dbURL, "status", "--json")
+	require.NoError(t, err)
+	st = statusReport{}
+	require.NoError(t, json.Unmarshal([]byte(out), &st))
+	require.Len(t, st.Relays, 1)
+	require.True(t, st.Relays[0].Active)
+	require.Equal(t, os.Getpid(), st.Relays[0].PID, "relay run runs in this process")
+	require.NotNil(t, st.Relays[0].RenewedAt)
+	out, _, err = runCLI(ctx, "--database-url", dbURL, "status")
+	require.NoError(t, err)
+	require.Contains(t, out, "relays (default): 1 running\n  active ")
 	stop()
 	require.NoError(t, <-done, "a signal ends run cleanly")
 
@@ -131,6 +144,7 @@ func TestCLIEnsureRunStatus(t *testing.T) {
 	require.Zero(t, st.Pending)
 	require.Zero(t, st.Failed)
 	require.EqualValues(t, 2, st.Retained)
+	require.Empty(t, st.Relays)
 
 	// A parked event shows up as failed until retry-failed re-queues it.
 	_, err = pool.Exec(ctx, `INSERT INTO cdc.failed_event (relay_name, id, txid, changed_at, schema_name, table_name, action, handler, error, attempts)
