@@ -32,9 +32,10 @@ type Config struct {
 
 	// Name identifies this relay's delivery position in cdc.relay_cursor.
 	// Relays with the same name share one position, and only one of them
-	// delivers at a time: the others stand by and take over when it goes
-	// away. Relays with different names each receive every event.
-	// Defaults to DefaultName ("default").
+	// delivers at a time, holding a lease on that row: the others stand by
+	// and take over when it goes away, within TakeoverBound. Relays with
+	// different names each receive every event. Defaults to DefaultName
+	// ("default").
 	Name string
 
 	// BatchSize is the most events fetched from the outbox and handed to
@@ -45,19 +46,21 @@ type Config struct {
 	// are made before giving up; 0 or less retries forever. Defaults to 0.
 	RetryAttempts int
 
-	// RetryInterval is the wait before each reconnection attempt, and the
-	// longest wait between retries of a failing handler. Defaults to
-	// DefaultRetryInterval (5s).
+	// RetryInterval is the wait before each reconnection attempt, the
+	// longest wait between retries of a failing handler, and between a
+	// standby's tries to take over. Defaults to DefaultRetryInterval (5s).
 	RetryInterval time.Duration
 
 	// WatchdogInterval is how often the watchdog checks, over its own
 	// connection, that the database answers and that a NOTIFY it sends
-	// arrives on the LISTEN connection. Defaults to
-	// DefaultWatchdogInterval (5s).
+	// arrives on the LISTEN connection; each check renews the active
+	// relay's lease. Defaults to DefaultWatchdogInterval (5s).
 	WatchdogInterval time.Duration
 
 	// Timeout bounds every database round trip: connecting, each watchdog
-	// check and each outbox query. Defaults to DefaultTimeout (5s).
+	// check and each outbox query. The server is told to drop the relay's
+	// connections as fast when the relay vanishes (TCP keepalive and user
+	// timeout, idle transactions). Defaults to DefaultTimeout (5s).
 	Timeout time.Duration
 
 	// PollInterval is how often the outbox is read even when no

@@ -6,6 +6,7 @@ import (
 	"log"
 	"os"
 	"os/signal"
+	"time"
 
 	"github.com/pgrelay/pgrelay/relay"
 )
@@ -57,4 +58,15 @@ func ExampleRelay_Start() {
 	if err := r.Close(context.Background()); err != nil {
 		log.Fatal(err)
 	}
+}
+
+// How long delivery may pause when the active relay is frozen, partitioned
+// or killed, with the defaults and with faster checks.
+func ExampleConfig_TakeoverBound() {
+	fmt.Println(relay.Config{}.TakeoverBound())
+	fast := relay.Config{WatchdogInterval: time.Second, Timeout: time.Second, RetryInterval: 500 * time.Millisecond}
+	fmt.Println(fast.TakeoverBound())
+	// Output:
+	// 20s
+	// 3.5s
 }

@@ -9,7 +9,8 @@
 // all are reconnected after RetryInterval. The outbox is the source of truth
 // and a notification only a wake-up: after every (re)connection the relay
 // first LISTENs, then delivers everything not yet delivered, so nothing
-// committed while it was away is missed.
+// committed while it was away is missed. Relays sharing a Config.Name take
+// turns under a lease (lease.go): one delivers, the others stand by.
 package relay
 
 import (
