@@ -4,12 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 
@@ -120,40 +117,6 @@ func (s *session) open(ctx context.Context) (err error) {
 	return nil
 }
 
-// checkEcho finds out whether LISTEN works on this path: it sends a NOTIFY
-// from the watchdog connection and waits up to Timeout for it on the
-// listener. Behind a connection pooler in transaction mode it never
-// arrives; the session then polls (see watchdogLoop), and leaves the
-// server-side session settings alone.
-func (s *session) checkEcho(ctx context.Context) error {
-	r := s.r
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
-	defer cancel()
-	payload := watchdogPrefix + r.instance + ":0"
-	if err := sqlkit.Notify(ctx, s.watchdog, payload); err != nil {
-		return err
-	}
-	for {
-		n, err := s.listen.WaitForNotification(ctx)
-		if err != nil {
-			if ctx.Err() == nil || errors.Is(context.Cause(ctx), context.Canceled) {
-				return fmt.Errorf("wait for notification: %w", err)
-			}
-			return nil // timed out: no echo, so no LISTEN on this path
-		}
-		switch {
-		case n.Payload == payload:
-			s.direct.Store(true)
-			return nil
-		case isTxid(n.Payload):
-			select {
-			case s.wake <- struct{}{}:
-			default:
-			}
-		}
-	}
-}
-
 // close closes the connections, bounded by the timeout so that a frozen
 // network cannot hold up a reconnect. Their backends are remembered: if the
 // network was cut, the server may keep them running, and the next session
@@ -198,66 +161,6 @@ func (s *session) run(ctx context.Context) error {
 		return cause
 	}
 	return nil
-}
-
-// The payloads seen on the channel: the capture trigger sends a transaction
-// id (digits); the watchdog sends watchdogPrefix, the relay instance and a
-// sequence number.
-const watchdogPrefix = "pgrelay-watchdog:"
-
-func (s *session) listenLoop(ctx context.Context) error {
-	ours := watchdogPrefix + s.r.instance + ":"
-	for {
-		n, err := s.listen.WaitForNotification(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("wait for notification: %w", err)
-		}
-		switch {
-		case isTxid(n.Payload):
-			select {
-			case s.wake <- struct{}{}:
-			default:
-			}
-		case strings.HasPrefix(n.Payload, ours):
-			if seq, err := strconv.ParseUint(n.Payload[len(ours):], 10, 64); err == nil {
-				select {
-				case s.pongs <- seq:
-				default:
-				}
-			}
-		case strings.HasPrefix(n.Payload, watchdogPrefix):
-			// Another relay's watchdog.
-		default:
-			s.r.log.Warn("ignoring a notification that pgrelay did not send",
-				"channel", n.Channel, "payload", truncate(n.Payload, 64), "sender_pid", n.PID)
-		}
-	}
-}
-
-func isTxid(p string) bool {
-	if p == "" || len(p) > 20 {
-		return false
-	}
-	for i := 0; i < len(p); i++ {
-		if p[i] < '0' || p[i] > '9' {
-			return false
-		}
-	}
-	return true
-}
-
-// truncate shortens s to at most n bytes, on a character boundary.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "…"
 }
 
 // workLoop delivers the backlog, then each wake-up's new events, until the
@@ -516,95 +419,4 @@ func (s *session) prune(ctx context.Context) error {
 		r.log.Debug("pruned delivered events", "deleted", total)
 	}
 	return nil
-}
-
-func toEvents(rows []sqlkit.Row, events []Event) []Event {
-	for i := range rows {
-		row := &rows[i]
-		events = append(events, Event{
-			ID:        row.ID,
-			Txid:      row.Txid,
-			Timestamp: row.ChangedAt.UTC(),
-			Schema:    row.Schema,
-			Table:     row.Table,
-			Action:    Action(row.Action),
-			Key:       row.Key,
-			Data:      row.Data,
-			Changes:   row.Changes,
-		})
-	}
-	return events
-}
-
-// Backoff between retries of a failing handler: it doubles from
-// minHandlerBackoff up to Config.RetryInterval.
-const minHandlerBackoff = 100 * time.Millisecond
-
-// deliver hands events to each handler in turn, retrying a failing handler
-// with backoff until it accepts them all, or parks an event that a handler
-// refused permanently MaxAttempts times. It returns only when every event
-// is accepted or parked, or with errStopped or the context's error when the
-// relay is closing or the session failed.
-func (s *session) deliver(ctx context.Context, events []Event) error {
-	r := s.r
-	r.mu.Lock()
-	handlers := r.handlers
-	r.mu.Unlock()
-	for _, h := range handlers {
-		rest := events
-		backoff := min(minHandlerBackoff, r.cfg.RetryInterval)
-		oneByOne := false // after a batch handler's permanent error: find the culprit
-		attempts := 0     // tries of rest[0]
-		for len(rest) > 0 {
-			n, err := deliverTo(ctx, h, rest, oneByOne)
-			rest = rest[n:]
-			if err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if n > 0 {
-				attempts = 0
-			}
-			attempts++
-			var perm *PermanentError
-			if errors.As(err, &perm) {
-				if _, batch := h.(BatchHandler); batch && !oneByOne {
-					oneByOne, attempts = true, 0
-					continue
-				}
-				if attempts >= r.cfg.MaxAttempts {
-					s.park(h, rest[0], err, attempts)
-					rest, attempts = rest[1:], 0
-					continue
-				}
-			}
-			r.log.Warn("handler failed; retrying", "handler", fmt.Sprintf("%T", h),
-				"event_id", rest[0].ID, "attempt", attempts, "retry_in", backoff, "err", err)
-			if !r.sleep(ctx, backoff) {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				return errStopped
-			}
-			backoff = min(2*backoff, max(r.cfg.RetryInterval, minHandlerBackoff))
-		}
-	}
-	return nil
-}
-
-// park sets e aside as failed so that delivery can go on without it; it is
-// recorded in cdc.failed_event together with the batch's progress.
-func (s *session) park(h EventHandler, e Event, cause error, attempts int) {
-	s.r.log.Error("handler refused an event permanently; parking it in cdc.failed_event",
-		"handler", fmt.Sprintf("%T", h), "event_id", e.ID, "table", e.Schema+"."+e.Table,
-		"attempts", attempts, "err", cause)
-	s.parked = append(s.parked, sqlkit.ParkedEvent{
-		Row: sqlkit.Row{
-			ID: e.ID, Txid: e.Txid, ChangedAt: e.Timestamp, Schema: e.Schema, Table: e.Table,
-			Action: string(e.Action), Key: e.Key, Data: e.Data, Changes: e.Changes,
-		},
-		Handler: fmt.Sprintf("%T", h), Error: cause.Error(), Attempts: attempts,
-	})
 }
