@@ -165,3 +165,23 @@ func TestLeaseOfAVanishedHolderIsFreeAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestSetupSessionTellsTheServerToDropVanishedClients: the server-side
+// timeouts follow the relay's Timeout.
+func TestSetupSessionTellsTheServerToDropVanishedClients(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	c := connect(t, ctx, testenv.NewMigratedDatabase(t))
+	require.NoError(t, sqlkit.SetupSession(ctx, c, 2500*time.Millisecond))
+	for setting, want := range map[string]string{
+		"idle_in_transaction_session_timeout": "2500ms",
+		"tcp_user_timeout":                    "2500", // milliseconds, shown without a unit
+		"tcp_keepalives_idle":                 "3",    // seconds, rounded up
+		"tcp_keepalives_interval":             "1",
+		"tcp_keepalives_count":                "3",
+	} {
+		var got string
+		require.NoError(t, c.QueryRow(ctx, `SELECT current_setting($1)`, setting).Scan(&got))
+		require.Equal(t, want, got, setting)
+	}
+}
