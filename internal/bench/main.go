@@ -445,16 +445,20 @@ func memTotal() string {
 	return strconv.FormatFloat(kb/(1<<20), 'f', 1, 64) + " GiB"
 }
 
-// revision names the commit the suite was built from, and whether tracked
-// files differed from it, since the code measured may be changing while
-// the team works. It uses read-only git commands only.
+// revision names the commit the suite was built from, as "commit abc1234",
+// with "-dirty" and the files concerned when tracked files differ from it,
+// since the code measured may be changing while the team works. It uses
+// read-only git commands only: --no-optional-locks keeps git status from
+// refreshing the index (and taking its lock under a colleague's git add),
+// while it still compares the contents of files whose stat data changed, so
+// a file that was only touched does not count.
 func revision() string {
 	root, err := moduleRoot()
 	if err != nil {
 		return "unknown"
 	}
 	git := func(args ...string) *exec.Cmd {
-		cmd := exec.Command("git", args...)
+		cmd := exec.Command("git", append([]string{"--no-optional-locks"}, args...)...)
 		cmd.Dir = root
 		return cmd
 	}
@@ -463,13 +467,26 @@ func revision() string {
 		return "unknown (not a git checkout)"
 	}
 	rev := "commit " + strings.TrimSpace(string(out))
-	// diff-index exits 1 when tracked files differ from HEAD. It compares
-	// against the index's cached file stats without refreshing them, so it
-	// may report a file that was only touched: hence "may include".
-	if err := git("diff-index", "--quiet", "HEAD", "--").Run(); err != nil {
-		rev += " (the working tree may include uncommitted changes)"
+	out, err = git("status", "--porcelain", "--untracked-files=no").Output()
+	if err != nil {
+		return rev + " (git status failed: whether tracked files had uncommitted changes is unknown)"
 	}
-	return rev
+	var changed []string
+	for _, line := range strings.Split(string(out), "\n") {
+		// "XY path", or "XY old -> new" for a rename.
+		if len(line) > 3 {
+			changed = append(changed, "`"+line[3:]+"`")
+		}
+	}
+	if len(changed) == 0 {
+		return rev
+	}
+	const most = 8
+	list := strings.Join(changed[:min(len(changed), most)], ", ")
+	if len(changed) > most {
+		list += fmt.Sprintf(" and %d more", len(changed)-most)
+	}
+	return rev + "-dirty (uncommitted changes to tracked files: " + list + ")"
 }
 
 // loadAverage returns the 1, 5 and 15 minute load averages: other work on
