@@ -27,8 +27,9 @@ func runSustained(ctx context.Context, e *env, sec *Section) error {
 	clients, d, every := e.cfg.clients, e.cfg.sustainDuration, e.cfg.sampleEvery
 	sec.About = fmt.Sprintf("An in-process relay runs with Redis while %d writers, each on its own connection, commit as "+
 		"fast as they can for %s: every %dth statement a %d-row INSERT, the others one-row INSERTs (autocommit). Every %s "+
-		"the backlog is sampled as events committed (counted by the writers after each COMMIT) minus events received by "+
-		"the subscriber. Rates are per sampling interval.", clients, secs(d), bigEvery, bigRows, secs(every))
+		"while the writers run the backlog is sampled as events committed (counted by the writers after each COMMIT) "+
+		"minus events received by the subscriber; a sample due when the writers stop is not taken, as the backlog then "+
+		"only shrinks. Rates are per sampling interval.", clients, secs(d), bigEvery, bigRows, secs(every))
 	if err := e.reset(ctx); err != nil {
 		return err
 	}
@@ -54,6 +55,10 @@ func runSustained(ctx context.Context, e *env, sec *Section) error {
 	one, many := e.insertOneSQL("cdc"), e.insertSeriesSQL("cdc")
 	var committed, stmts atomic.Int64
 	done := make(chan error, 1)
+	// The writers start no statement once d has passed since they began,
+	// which is after this deadline: a sample finished before it was taken
+	// while they ran.
+	deadline := time.Now().Add(d)
 	go func() {
 		_, _, err := hammer(ctx, conns, d, func(ctx context.Context, c *pgx.Conn, _ *rand.Rand) error {
 			if stmts.Add(1)%bigEvery == 0 {
@@ -96,6 +101,10 @@ loop:
 			s := sample{at: time.Since(start), committed: committed.Load(), received: sub.count.Load()}
 			if s.pending, err = e.pending(ctx); err != nil {
 				return err
+			}
+			if !time.Now().Before(deadline) {
+				// The writers are stopping or have stopped.
+				continue
 			}
 			samples = append(samples, s)
 			e.progress("sustained %3.0fs: committed %s, received %s, backlog %s, undelivered per relay status %s",
@@ -152,9 +161,9 @@ loop:
 		Target: fmt.Sprintf("the backlog does not grow (last sample ≤ the largest of the first three, + %s events, one batch)",
 			thousands(relay.DefaultBatchSize)),
 		Met: last <= headMax+relay.DefaultBatchSize,
-		Detail: fmt.Sprintf("Last sample %s, largest of the first three %s; %s events were undelivered when the writers "+
-			"stopped, and arrived %.2fs later.", thousands(int64(last)), thousands(int64(headMax)),
-			thousands(backlogAtStop), catchUp.Seconds()),
+		Detail: fmt.Sprintf("Last sample (at %.0f s, while the writers ran) %s, largest of the first three %s; %s events "+
+			"were undelivered when the writers stopped, and arrived %.2fs later.", samples[len(samples)-1].at.Seconds(),
+			thousands(int64(last)), thousands(int64(headMax)), thousands(backlogAtStop), catchUp.Seconds()),
 	}
 	sec.note("The backlog is measured from the outside (committed minus received), so it includes events in flight in " +
 		"Redis and the subscriber, not only those waiting in the outbox; it is negative when events reach the " +
