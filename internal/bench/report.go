@@ -1,7 +1,6 @@
 package main
 
 import (
-	_ "embed"
 	"fmt"
 	"io"
 	"strings"
@@ -152,7 +151,7 @@ func writeReport(w io.Writer, h Header, sections []*Section) error {
 			fmt.Fprintf(&b, "Notes: %s\n\n", strings.Join(s.Notes, " "))
 		}
 	}
-	b.WriteString(triedNotes)
+	b.WriteString(triedLink)
 	_, err := io.WriteString(w, b.String())
 	return err
 }
@@ -206,8 +205,11 @@ func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
 
-// triedNotes is the engineers' account of what was tried, kept in
-// tried.md so that regenerating BENCHMARKS.md keeps it.
-//
-//go:embed tried.md
-var triedNotes string
+// triedLink ends the report. The engineers' account of what was tried lives
+// in tried.md, each entry with its date and the commit its figures came
+// from; the report links to it rather than copying it, so that a report
+// never presents figures of other runs and other commits as its own.
+const triedLink = "## What was tried\n\n" +
+	"What was tried to reach the targets, and what bounds the figures that miss them, is kept in " +
+	"[internal/bench/tried.md](internal/bench/tried.md), each entry with its date and the commit its figures " +
+	"came from. Those figures are from other runs than this report's.\n"
