@@ -59,6 +59,9 @@ type env struct {
 	// nextID hands out primary keys for writes that do not reset the
 	// tables first (latency, sustained load), so that they never collide.
 	nextID atomic.Int64
+	// probes counts the probe events written to see a relay deliver
+	// (liverelay.go); their rows take negative ids, which nothing else uses.
+	probes atomic.Int64
 }
 
 // progress prints one line on stderr, stamped with the time since the start.
@@ -93,18 +96,17 @@ func withDatabase(rawURL, name string) (string, error) {
 	return u.String(), nil
 }
 
-// createDatabase creates the run's database and returns a function that drops
+// createDatabase creates database name and returns a function that drops
 // it. The drop uses its own context: it must also run after Ctrl-C has
 // cancelled everything else.
-func (e *env) createDatabase(ctx context.Context) (drop func(), err error) {
+func (e *env) createDatabase(ctx context.Context, name string) (drop func(), err error) {
 	admin, err := pgx.Connect(ctx, e.adminURL)
 	if err != nil {
 		return nil, fmt.Errorf("connect to PostgreSQL (set TEST_DATABASE_URL): %w", err)
 	}
 	defer admin.Close(context.WithoutCancel(ctx))
-	warnLeftovers(ctx, admin)
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{e.dbName}.Sanitize()); err != nil {
-		return nil, fmt.Errorf("create database %s: %w", e.dbName, err)
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		return nil, fmt.Errorf("create database %s: %w", name, err)
 	}
 	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -112,13 +114,13 @@ func (e *env) createDatabase(ctx context.Context) (drop func(), err error) {
 		c, err := pgx.Connect(ctx, e.adminURL)
 		if err == nil {
 			defer c.Close(ctx)
-			_, err = c.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{e.dbName}.Sanitize()+" WITH (FORCE)")
+			_, err = c.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
 		}
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "bench: could not drop database %s, drop it by hand: %v\n", e.dbName, err)
+			fmt.Fprintf(os.Stderr, "bench: could not drop database %s, drop it by hand: %v\n", name, err)
 			return
 		}
-		e.progress("dropped database %s", e.dbName)
+		e.progress("dropped database %s", name)
 	}, nil
 }
 
@@ -126,7 +128,12 @@ func (e *env) createDatabase(ctx context.Context) (drop func(), err error) {
 // killed run may have left behind. It only warns: a database that looks
 // unused may be one that another run has just created, so dropping it is
 // left to a person.
-func warnLeftovers(ctx context.Context, admin *pgx.Conn) {
+func (e *env) warnLeftovers(ctx context.Context) {
+	admin, err := pgx.Connect(ctx, e.adminURL)
+	if err != nil {
+		return
+	}
+	defer admin.Close(context.WithoutCancel(ctx))
 	rows, err := admin.Query(ctx, `
 		SELECT d.datname FROM pg_database d
 		WHERE starts_with(d.datname, $1)
@@ -359,15 +366,16 @@ type relayProc struct {
 	exited chan struct{}
 }
 
-// startRelayProcess starts `relay run` on the run's database and Redis.
-// RELAY_* and LOG_* variables are left out of its environment so that
-// nothing but the defaults and the flags below configures it.
-func (e *env) startRelayProcess() (*relayProc, error) {
+// startRelayProcess starts `relay run` on database dbURL (the run's, or
+// another the suite created) and the run's Redis. RELAY_* and LOG_*
+// variables are left out of its environment so that nothing but the
+// defaults and the flags below configures it.
+func (e *env) startRelayProcess(dbURL string) (*relayProc, error) {
 	if e.relayBinErr != nil {
 		return nil, e.relayBinErr
 	}
 	cmd := exec.Command(e.relayBin,
-		"--database-url", e.dbURL,
+		"--database-url", dbURL,
 		"--redis-url", e.redisURL,
 		"--log-level", "warn",
 		"run")
@@ -394,12 +402,20 @@ func (e *env) startRelayProcess() (*relayProc, error) {
 	return p, nil
 }
 
-// peakRSS returns the process's peak resident set size (VmHWM) in MiB.
-func (p *relayProc) peakRSS() (float64, error) {
+// running returns an error if the relay has exited.
+func (p *relayProc) running() error {
 	select {
 	case <-p.exited:
-		return 0, errors.New("the relay exited early: " + p.cmd.ProcessState.String())
+		return errors.New("the relay exited early: " + p.cmd.ProcessState.String())
 	default:
+		return nil
+	}
+}
+
+// peakRSS returns the process's peak resident set size (VmHWM) in MiB.
+func (p *relayProc) peakRSS() (float64, error) {
+	if err := p.running(); err != nil {
+		return 0, err
 	}
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
 	if err != nil {

@@ -140,9 +140,9 @@ type benchmark struct {
 }
 
 var suite = []benchmark{
-	{key: "bulk-insert", title: "Write overhead: bulk INSERT", run: runBulkInsert},
-	{key: "concurrent-insert", title: "Write overhead: concurrent single-row INSERT", run: runConcurrentInsert},
-	{key: "update-delete", title: "UPDATE and DELETE overhead", run: runUpdateDelete},
+	{key: "bulk-insert", title: "Write overhead: bulk INSERT", run: runBulkInsert, needsBinary: true},
+	{key: "concurrent-insert", title: "Write overhead: concurrent single-row INSERT", run: runConcurrentInsert, needsBinary: true},
+	{key: "update-delete", title: "UPDATE and DELETE overhead", run: runUpdateDelete, needsBinary: true},
 	{key: "drain", title: "Drain throughput", run: runDrain},
 	{key: "drain-tpcb", title: "Drain throughput, TPC-B backlog", run: runDrainTPCB},
 	{key: "latency", title: "End-to-end latency", run: runLatency},
@@ -341,7 +341,8 @@ func newEnv(ctx context.Context, cfg config, selected []benchmark) (e *env, clea
 		}
 	}
 
-	drop, err := e.createDatabase(ctx)
+	e.warnLeftovers(ctx)
+	drop, err := e.createDatabase(ctx, e.dbName)
 	if err != nil {
 		return nil, cleanup, err
 	}

@@ -43,7 +43,12 @@ func runMemory(ctx context.Context, e *env, sec *Section) error {
 			if _, err := e.pool.Exec(ctx, "DELETE FROM cdc.relay_cursor"); err != nil {
 				return err
 			}
-			r, d, err := drainProcess(ctx, e, n)
+			sub, err := e.subscribe(ctx, e.channel())
+			if err != nil {
+				return err
+			}
+			r, d, err := drainProcess(ctx, e, n, sub)
+			sub.close()
 			if err != nil {
 				return err
 			}
@@ -69,16 +74,12 @@ func runMemory(ctx context.Context, e *env, sec *Section) error {
 	return nil
 }
 
-// drainProcess starts the relay binary, waits until the subscriber has n
-// events, and returns the relay's peak RSS and the time from start.
-func drainProcess(ctx context.Context, e *env, n int64) (float64, time.Duration, error) {
-	sub, err := e.subscribe(ctx, e.channel())
-	if err != nil {
-		return 0, 0, err
-	}
-	defer sub.close()
+// drainProcess starts the relay binary, waits until sub, which must have
+// received nothing yet, has n events, and returns the relay's peak RSS and
+// the time from start.
+func drainProcess(ctx context.Context, e *env, n int64, sub receiver) (float64, time.Duration, error) {
 	start := time.Now()
-	proc, err := e.startRelayProcess()
+	proc, err := e.startRelayProcess(e.dbURL)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -142,7 +143,7 @@ func largeTxOnce(ctx context.Context, e *env, n int64) (largeTxResult, error) {
 		return res, err
 	}
 	defer sub.close()
-	proc, err := e.startRelayProcess()
+	proc, err := e.startRelayProcess(e.dbURL)
 	if err != nil {
 		return res, err
 	}

@@ -24,6 +24,9 @@ type subscriber struct {
 	client *redis.Client
 	ps     *redis.PubSub
 	count  atomic.Int64
+	// lastAt is the arrival time of the latest message, in Unix
+	// nanoseconds, stored before count counts it.
+	lastAt atomic.Int64
 	// watch is the smallest count a waiter is waiting for (MaxInt64 when
 	// none), so that the reader takes the lock only when it may have to
 	// wake someone.
@@ -37,6 +40,16 @@ type subscriber struct {
 	samples   []time.Duration
 	badStamps int
 	err       error
+}
+
+// receiver is what counts delivered events: the subscriber in this process
+// or one in a process of its own.
+type receiver interface {
+	// wait returns when n messages in all have arrived, with the arrival
+	// time of the n-th, or an error after timeout.
+	wait(ctx context.Context, n int64, timeout time.Duration) (time.Time, error)
+	// close unsubscribes and, for a process, stops it.
+	close()
 }
 
 type waiter struct {
@@ -88,6 +101,7 @@ func (s *subscriber) read() {
 			return
 		}
 		now := time.Now()
+		s.lastAt.Store(now.UnixNano())
 		n := s.count.Add(1)
 		if s.recording.Load() {
 			s.record(now, msg.Payload)
@@ -148,9 +162,16 @@ func (s *subscriber) wait(ctx context.Context, n int64, timeout time.Duration) (
 	s.watch.Store(min(s.watch.Load(), n))
 	s.mu.Unlock()
 	// The count may have reached n before the waiter was visible to the
-	// reader; the reader then did not wake it, so check once more.
+	// reader; the reader then did not wake it, so check once more. When
+	// the count is exactly n, the latest arrival is the n-th's (or, should
+	// one more arrive meanwhile, a moment later); beyond n it is not known,
+	// and now is the best bound.
 	if c := s.count.Load(); c >= n {
-		s.wake(c, time.Now())
+		at := time.Now()
+		if c == n {
+			at = time.Unix(0, s.lastAt.Load())
+		}
+		s.wake(c, at)
 	}
 	t := time.NewTimer(timeout)
 	defer t.Stop()
