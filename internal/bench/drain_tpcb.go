@@ -3,39 +3,35 @@ package main
 import (
 	"context"
 	"fmt"
-	"os/exec"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/pgrelay/pgrelay/sqlkit"
 )
 
-// pgbench's TPC-B tables; pgbench_history gets a primary key so that CDC can
-// key its rows.
-var tpcbTables = []string{"pgbench_accounts", "pgbench_branches", "pgbench_history", "pgbench_tellers"}
-
 // runDrainTPCB measures how fast an in-process relay delivers a backlog that
 // pgbench's own TPC-B script wrote: small transactions of four statements
 // that wait on each other's row locks, the shape where the order of
 // delivery and the per-transaction work of a fetch matter most.
 func runDrainTPCB(ctx context.Context, e *env, sec *Section) error {
-	if _, err := exec.LookPath("pgbench"); err != nil {
-		return fmt.Errorf("pgbench is not installed (Debian package postgresql-client): %w", err)
+	if err := needPgbench(); err != nil {
+		return err
 	}
 	clients, perClient := e.cfg.clients, e.cfg.tpcbTransactions
 	sec.About = fmt.Sprintf("pgbench's built-in TPC-B script (`pgbench -n -c %d -j 2 -t %d`, scale 1, in a process of "+
-		"its own, with CDC on its four tables) writes a backlog of %s transactions of 3 updates and 1 insert each, with "+
-		"no relay running; then an in-process relay (`relay.New` with `handlers.NewRedis`, default batch size) is "+
-		"started and timed from `Start` until a separate Redis subscriber (`PSUBSCRIBE public.pgbench_*.cdc_events`) "+
-		"has received every event. %s.", clients, perClient, thousands(int64(clients*perClient)),
-		plural(e.cfg.drainRounds, "round"))
+		"its own, its tables in the run's schema with CDC on all four) writes a backlog of %s transactions of 3 updates "+
+		"and 1 insert each, with no relay running; then an in-process relay (`relay.New` with `handlers.NewRedis`, "+
+		"default batch size) is started and timed from `Start` until a separate Redis subscriber (`PSUBSCRIBE "+
+		"<schema>.pgbench_*.cdc_events`) has received every event. %s.", clients, perClient,
+		thousands(int64(clients*perClient)), plural(e.cfg.drainRounds, "round"))
 	var sub, pub []float64
 	for round := 1; round <= e.cfg.drainRounds; round++ {
 		n, err := e.writeTPCB(ctx, clients, perClient)
 		if err != nil {
 			return err
 		}
-		s, p, _, err := e.timeDrain(ctx, "public.pgbench_*.cdc_events", n)
+		s, p, _, err := e.timeDrain(ctx, tpcbChannel(e.schema), n)
 		if err != nil {
 			return err
 		}
@@ -48,22 +44,15 @@ func runDrainTPCB(ctx context.Context, e *env, sec *Section) error {
 	return nil
 }
 
-// writeTPCB sets pgbench's tables up afresh with CDC, empties the outbox and
-// the relays' positions, runs pgbench's TPC-B script with no relay, and
-// returns how many events it left in the outbox.
+// writeTPCB sets pgbench's tables up afresh in the run's schema with CDC,
+// empties the outbox and the relays' positions, runs pgbench's TPC-B script
+// with no relay, and returns how many events it left in the outbox.
 func (e *env) writeTPCB(ctx context.Context, clients, perClient int) (int64, error) {
-	pgbench := func(args ...string) error {
-		cmd := exec.CommandContext(ctx, "pgbench", append(args, e.dbURL)...)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("pgbench %s: %w: %s", strings.Join(args, " "), err, lastLine(string(out)))
-		}
-		return nil
-	}
-	if err := pgbench("-i", "-s", "1", "-q"); err != nil {
+	tables, err := initTPCB(ctx, e.pool, e.dbURL, e.schema, 1)
+	if err != nil {
 		return 0, err
 	}
 	for _, q := range []string{
-		"ALTER TABLE pgbench_history ADD COLUMN hid bigserial PRIMARY KEY",
 		"TRUNCATE cdc.outbox",
 		"DELETE FROM cdc.relay_cursor",
 		"CHECKPOINT",
@@ -72,21 +61,17 @@ func (e *env) writeTPCB(ctx context.Context, clients, perClient int) (int64, err
 			return 0, fmt.Errorf("tpc-b set-up: %s: %w", q, err)
 		}
 	}
-	var tables []sqlkit.Table
-	for _, t := range tpcbTables {
-		tables = append(tables, sqlkit.Table{Schema: "public", Name: t})
-	}
 	if _, err := sqlkit.EnsureCDCFor(ctx, e.pool, tables...); err != nil {
 		return 0, err
 	}
 	start := time.Now()
-	if err := pgbench("-n", "-c", fmt.Sprint(clients), "-j", "2", "-t", fmt.Sprint(perClient)); err != nil {
+	if _, err := pgbench(ctx, e.dbURL, e.schema, "-n", "-c", strconv.Itoa(clients), "-j", "2", "-t", strconv.Itoa(perClient)); err != nil {
 		return 0, err
 	}
 	d := time.Since(start)
-	var n int64
-	if err := e.pool.QueryRow(ctx, "SELECT count(*) FROM cdc.events").Scan(&n); err != nil {
-		return 0, fmt.Errorf("count the backlog: %w", err)
+	n, err := countEvents(ctx, e.pool)
+	if err != nil {
+		return 0, err
 	}
 	e.progress("  pgbench wrote %s events in %.1fs (%s transactions/s)",
 		thousands(n), d.Seconds(), PerSecond.format(rate(int64(clients*perClient), d)))

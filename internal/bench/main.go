@@ -11,6 +11,8 @@
 // The suite works in a database of its own, pgrelay_bench_<random>, dropped
 // at the end (also on error and Ctrl-C), and in a schema whose name is unique
 // to the run, so that its Redis channel cannot collide with anyone else's.
+// The TPC-B write comparison has a database of its own besides,
+// pgrelay_bench_<random>_tpcb, dropped likewise.
 //
 // Timings are never assertions: every figure is reported with its target
 // and whether it was met. The exit status is non-zero only when a
@@ -65,6 +67,12 @@ type config struct {
 	// for the drain-tpcb backlog.
 	tpcbTransactions int
 
+	// The tpcb write comparison: pgbench's TPC-B at tpcbScale, one run
+	// of tpcbDuration per side and round.
+	tpcbScale    int
+	tpcbRounds   int
+	tpcbDuration time.Duration
+
 	slowConns, fastConns int
 	latRounds            int
 	latDuration          time.Duration
@@ -96,6 +104,9 @@ func fullConfig() config {
 		drainEvents:      200_000,
 		naiveEvents:      20_000,
 		tpcbTransactions: 1_000,
+		tpcbScale:        10,
+		tpcbRounds:       3,
+		tpcbDuration:     15 * time.Second,
 		slowConns:        4,
 		fastConns:        8,
 		latRounds:        3,
@@ -122,6 +133,7 @@ func quickConfig() config {
 	c.updRounds, c.updRows = 2, 10_000
 	c.drainRounds, c.drainEvents, c.naiveEvents = 2, 50_000, 5_000
 	c.tpcbTransactions = 300
+	c.tpcbRounds, c.tpcbDuration = 2, 4*time.Second
 	c.latRounds, c.latDuration = 2, 5*time.Second
 	c.fastRounds, c.fastDuration = 2, 2*time.Second
 	c.memSizes, c.memRounds = []int64{20_000, 100_000}, 1
@@ -143,6 +155,7 @@ var suite = []benchmark{
 	{key: "bulk-insert", title: "Write overhead: bulk INSERT", run: runBulkInsert, needsBinary: true},
 	{key: "concurrent-insert", title: "Write overhead: concurrent single-row INSERT", run: runConcurrentInsert, needsBinary: true},
 	{key: "update-delete", title: "UPDATE and DELETE overhead", run: runUpdateDelete, needsBinary: true},
+	{key: "tpcb", title: "Write overhead: pgbench TPC-B", run: runTPCB, needsBinary: true},
 	{key: "drain", title: "Drain throughput", run: runDrain},
 	{key: "drain-tpcb", title: "Drain throughput, TPC-B backlog", run: runDrainTPCB},
 	{key: "latency", title: "End-to-end latency", run: runLatency},
