@@ -156,9 +156,11 @@ var suite = []benchmark{
 	{key: "concurrent-insert", title: "Write overhead: concurrent single-row INSERT", run: runConcurrentInsert, needsBinary: true},
 	{key: "update-delete", title: "UPDATE and DELETE overhead", run: runUpdateDelete, needsBinary: true},
 	{key: "tpcb", title: "Write overhead: pgbench TPC-B", run: runTPCB, needsBinary: true},
-	{key: "drain", title: "Drain throughput", run: runDrain},
-	{key: "drain-tpcb", title: "Drain throughput, TPC-B backlog", run: runDrainTPCB},
-	{key: "latency", title: "End-to-end latency", run: runLatency},
+	{key: "drain", title: "Drain throughput, in-process relay", run: runDrain},
+	{key: "drain-external", title: "Drain throughput, relay and subscriber in processes of their own", run: runDrainExternal, needsBinary: true},
+	{key: "drain-tpcb", title: "Drain throughput, TPC-B backlog, in-process relay", run: runDrainTPCB},
+	{key: "latency", title: "End-to-end latency, in-process relay", run: runLatency},
+	{key: "latency-external", title: "End-to-end latency, relay, writers and subscriber in processes of their own", run: runLatencyExternal, needsBinary: true},
 	{key: "memory", title: "Relay memory", run: runMemory, needsBinary: true},
 	{key: "sustained", title: "Sustained load", run: runSustained},
 	{key: "large-tx", title: "Large transaction", run: runLargeTx, needsBinary: true},
@@ -173,10 +175,15 @@ func run() int {
 	quick := flag.Bool("quick", false, "fewer rounds and smaller sizes: a smoke run of about a minute")
 	only := flag.String("only", "", "run only these measurements, comma-separated: "+keys())
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run, in-process relays included, to `FILE`")
+	subChannel := flag.String(subscriberProcessFlag, "", "internal, used by the suite itself: be a subscriber process on `CHANNEL` (see subprocess.go)")
+	subRecord := flag.Bool(subscriberRecordFlag, false, "internal: with -"+subscriberProcessFlag+", record latencies")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "bench: unexpected argument %q\n", flag.Arg(0))
 		return 2
+	}
+	if *subChannel != "" {
+		return runSubscriberProcess(*subChannel, *subRecord)
 	}
 	selected, err := selectBenchmarks(*only)
 	if err != nil {
