@@ -3,8 +3,8 @@
 // promptly and in how little memory the relay delivers, and writes the
 // results as a Markdown report:
 //
-//	go run ./internal/bench -out BENCHMARKS.md      # the full suite, under 8 minutes
-//	go run ./internal/bench -quick -out /tmp/b.md   # a smoke run of about a minute
+//	go run ./internal/bench -out BENCHMARKS.md      # the full suite, under 12 minutes
+//	go run ./internal/bench -quick -out /tmp/b.md   # a smoke run of about two minutes
 //	go run ./internal/bench -only drain,latency     # a subset
 //
 // The servers are TEST_DATABASE_URL and TEST_REDIS_URL, as for the tests.
@@ -87,9 +87,14 @@ type config struct {
 
 	largeTxRows   int64
 	largeTxRounds int
+
+	// idleDuration is how long the idle relay is watched, in intervals of
+	// idleSampleEvery.
+	idleDuration    time.Duration
+	idleSampleEvery time.Duration
 }
 
-// fullConfig is sized to finish the whole suite in under 8 minutes on two
+// fullConfig is sized to finish the whole suite in under 12 minutes on two
 // cores.
 func fullConfig() config {
 	return config{
@@ -120,10 +125,14 @@ func fullConfig() config {
 		sampleEvery:     5 * time.Second,
 		largeTxRows:     100_000,
 		largeTxRounds:   3,
+		// One poll interval of the relay's (30 s by default) and six
+		// watchdog intervals (5 s).
+		idleDuration:    30 * time.Second,
+		idleSampleEvery: 5 * time.Second,
 	}
 }
 
-// quickConfig is a smoke run of about a minute: every code path, small
+// quickConfig is a smoke run of about two minutes: every code path, small
 // sizes, few rounds.
 func quickConfig() config {
 	c := fullConfig()
@@ -139,6 +148,7 @@ func quickConfig() config {
 	c.memSizes, c.memRounds = []int64{20_000, 100_000}, 1
 	c.sustainDuration = 15 * time.Second
 	c.largeTxRows, c.largeTxRounds = 20_000, 2
+	c.idleDuration, c.idleSampleEvery = 6*time.Second, 2*time.Second
 	return c
 }
 
@@ -164,6 +174,7 @@ var suite = []benchmark{
 	{key: "memory", title: "Relay memory", run: runMemory, needsBinary: true},
 	{key: "sustained", title: "Sustained load", run: runSustained},
 	{key: "large-tx", title: "Large transaction", run: runLargeTx, needsBinary: true},
+	{key: "idle", title: "Idle relay", run: runIdle, needsBinary: true},
 }
 
 func main() {
@@ -172,7 +183,7 @@ func main() {
 
 func run() int {
 	out := flag.String("out", "BENCHMARKS.md", "write the Markdown report to `FILE`")
-	quick := flag.Bool("quick", false, "fewer rounds and smaller sizes: a smoke run of about a minute")
+	quick := flag.Bool("quick", false, "fewer rounds and smaller sizes: a smoke run of about two minutes")
 	only := flag.String("only", "", "run only these measurements, comma-separated: "+keys())
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run, in-process relays included, to `FILE`")
 	subChannel := flag.String(subscriberProcessFlag, "", "internal, used by the suite itself: be a subscriber process on `CHANNEL` (see subprocess.go)")

@@ -69,6 +69,8 @@ const (
 	MiB                   // a size in mebibytes
 	Ratio                 // a dimensionless ratio, printed as 0.62×
 	Count                 // a plain count
+	Percent               // a share in percent, printed as 0.42%
+	Decimal               // a small quantity (a rate below a few per second), printed as 0.40
 )
 
 // format prints v in unit u.
@@ -94,6 +96,10 @@ func (u Unit) format(v float64) string {
 		return strconv.FormatFloat(v, 'f', 2, 64)
 	case MiB:
 		return strconv.FormatFloat(v, 'f', 1, 64)
+	case Percent:
+		return strconv.FormatFloat(v, 'f', 2, 64) + "%"
+	case Decimal:
+		return strconv.FormatFloat(v, 'f', 2, 64)
 	case Ratio:
 		if v >= 10 {
 			return strconv.FormatFloat(v, 'f', 1, 64) + "×"
