@@ -37,6 +37,7 @@ type session struct {
 	direct   atomic.Bool
 
 	cursor    sqlkit.Cursor
+	snap      sqlkit.Snapshot      // the last read's, for watch
 	ahead     *sqlkit.Batch        // fetched while the previous batch was delivered
 	parked    []sqlkit.ParkedEvent // given up on in the current batch
 	lastPrune time.Time
@@ -190,6 +191,9 @@ func (s *session) workLoop(ctx context.Context) error {
 	// notifications announce every new event.
 	settled := false
 	backoff := time.Duration(0)
+	// lingerUntil: writers were busy a moment ago; until then the relay
+	// watches the outbox itself instead of asking them to notify.
+	var lingerUntil time.Time
 	for {
 		if r.stopping(ctx) {
 			return nil
@@ -199,16 +203,37 @@ func (s *session) workLoop(ctx context.Context) error {
 			return err
 		}
 		if res.events > 0 || res.full {
-			// Several transactions in one batch: writers are busy, and
-			// this relay reads again anyway.
-			if res.transactions > 1 && r.waiting {
-				if err := s.wait(ctx, false); err != nil {
-					return err
+			// Several transactions in one batch, or events while
+			// lingering: writers are busy. NOTIFY would serialise their
+			// commits, so stop asking for it, and watch for a while.
+			if res.transactions > 1 || time.Now().Before(lingerUntil) {
+				lingerUntil = time.Now().Add(lingerFor)
+				if r.waiting {
+					if err := s.wait(ctx, false); err != nil {
+						return err
+					}
 				}
 			}
-			continue
 		}
-		if !r.waiting {
+		if res.full {
+			continue // more is waiting: read on at once
+		}
+		// A read that was not full found everything committed before it.
+		// While waiting and settled, a notification announces anything
+		// newer, so there is nothing to read until one comes.
+		quiet := r.waiting && settled && res.events > 0
+		if !quiet && !r.waiting && time.Now().Before(lingerUntil) {
+			changed, err := s.watch(ctx, lingerUntil, res.events > 0)
+			if err != nil || r.stopping(ctx) {
+				return err
+			}
+			if changed {
+				continue
+			}
+		}
+		if quiet {
+			// Sleep below, as when idle.
+		} else if !r.waiting {
 			if err := s.wait(ctx, true); err != nil {
 				return err
 			}
@@ -243,6 +268,47 @@ func (s *session) workLoop(ctx context.Context) error {
 		case <-again:
 		}
 	}
+}
+
+// While lingering after a busy moment, the relay reads the outbox every
+// watchEvery, and after a read that found nothing asks sqlkit.Changed
+// first, for up to lingerFor after the last events: a read every
+// millisecond or so instead of a NOTIFY per writer's commit (a read then
+// takes several transactions), and new events wait at most watchEvery.
+const (
+	lingerFor  = 50 * time.Millisecond
+	watchEvery = time.Millisecond
+)
+
+// watch waits watchEvery and reports true at once when the last read found
+// events (busy), or else asks sqlkit.Changed every watchEvery, about the
+// last read's snapshot, until it says yes (true), until, or the relay stops
+// (false).
+func (s *session) watch(ctx context.Context, until time.Time, busy bool) (bool, error) {
+	r := s.r
+	t := time.NewTicker(watchEvery)
+	defer t.Stop()
+	for time.Now().Before(until) {
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-r.stop:
+			return false, nil
+		case <-s.wake:
+			return true, nil
+		case <-t.C:
+		}
+		if busy {
+			return true, nil
+		}
+		tctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+		changed, err := sqlkit.Changed(tctx, s.worker, s.snap)
+		cancel()
+		if err != nil || changed {
+			return changed, err
+		}
+	}
+	return false, nil
 }
 
 // wait enters (on) or leaves (off) the waiting state of sqlkit.EnterWaiting.
@@ -313,6 +379,7 @@ func (s *session) deliverBatch(ctx context.Context) (res batchResult, err error)
 		b = &fetched
 	}
 	s.rows = b.Rows
+	s.snap = b.Snapshot
 	next := s.cursor.Advance(*b)
 	res.full = b.Full
 	if len(b.Rows) == 0 {

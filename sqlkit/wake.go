@@ -49,3 +49,24 @@ func WritersInFlight(ctx context.Context, db DB) (bool, error) {
 	}
 	return busy, nil
 }
+
+var sqlChanged = query("changed")
+
+// maxChangedXip bounds how many in-progress transactions Changed checks
+// one by one; with more, it answers yes without asking.
+const maxChangedXip = 64
+
+// Changed reports whether a fetch now might return something that one made
+// under snap did not: a cheap check (it reads no table) that lets a busy
+// relay watch the outbox often without asking writers to notify it. It may
+// answer yes when nothing new is there, never no when something is.
+func Changed(ctx context.Context, db DB, snap Snapshot) (bool, error) {
+	if len(snap.Xip) > maxChangedXip {
+		return true, nil
+	}
+	var changed bool
+	if err := db.QueryRow(ctx, sqlChanged, snap.Xmax, snap.Xip).Scan(&changed); err != nil {
+		return false, fmt.Errorf("look for outbox changes: %w", err)
+	}
+	return changed, nil
+}
