@@ -142,12 +142,9 @@ func runDrainExternal(ctx context.Context, e *env, sec *Section) error {
 		if _, err := e.writeBacklog(ctx, n); err != nil {
 			return err
 		}
-		sub, err := e.startSubscriberProcess(ctx, e.channel(), false)
-		if err != nil {
-			return err
-		}
-		r, d, err := drainProcess(ctx, e, n, sub)
-		sub.close()
+		r, d, err := drainProcess(ctx, e, n, func(ctx context.Context) (receiver, error) {
+			return e.startSubscriberProcess(ctx, e.channel(), false)
+		})
 		if err != nil {
 			return err
 		}

@@ -43,12 +43,9 @@ func runMemory(ctx context.Context, e *env, sec *Section) error {
 			if _, err := e.pool.Exec(ctx, "DELETE FROM cdc.relay_cursor"); err != nil {
 				return err
 			}
-			sub, err := e.subscribe(ctx, e.channel())
-			if err != nil {
-				return err
-			}
-			r, d, err := drainProcess(ctx, e, n, sub)
-			sub.close()
+			r, d, err := drainProcess(ctx, e, n, func(ctx context.Context) (receiver, error) {
+				return e.subscribe(ctx, e.channel())
+			})
 			if err != nil {
 				return err
 			}
@@ -74,10 +71,15 @@ func runMemory(ctx context.Context, e *env, sec *Section) error {
 	return nil
 }
 
-// drainProcess starts the relay binary, waits until sub, which must have
-// received nothing yet, has n events, and returns the relay's peak RSS and
-// the time from start.
-func drainProcess(ctx context.Context, e *env, n int64, sub receiver) (float64, time.Duration, error) {
+// drainProcess subscribes with subscribe, starts the relay binary, waits
+// until the subscriber has n events, and returns the relay's peak RSS and
+// the time from starting it.
+func drainProcess(ctx context.Context, e *env, n int64, subscribe func(context.Context) (receiver, error)) (float64, time.Duration, error) {
+	sub, err := subscribe(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer sub.close()
 	start := time.Now()
 	proc, err := e.startRelayProcess(e.dbURL)
 	if err != nil {
