@@ -1,7 +1,9 @@
 // Command bench is pgrelay's benchmark suite. It measures, against real
-// PostgreSQL and Redis servers, what CDC costs writers and how fast, how
-// promptly and in how little memory the relay delivers, and writes the
-// results as a Markdown report:
+// PostgreSQL and Redis servers, what CDC costs writers, with and without a
+// relay delivering meanwhile, how fast, how promptly and in how little
+// memory the relay delivers, in the suite's process and as a process of its
+// own, and what it costs when idle, and writes the results as a Markdown
+// report:
 //
 //	go run ./internal/bench -out BENCHMARKS.md      # the full suite, under 12 minutes
 //	go run ./internal/bench -quick -out /tmp/b.md   # a smoke run of about two minutes
@@ -12,7 +14,10 @@
 // at the end (also on error and Ctrl-C), and in a schema whose name is unique
 // to the run, so that its Redis channel cannot collide with anyone else's.
 // The TPC-B write comparison has a database of its own besides,
-// pgrelay_bench_<random>_tpcb, dropped likewise.
+// pgrelay_bench_<random>_tpcb, dropped likewise. Every process it starts
+// (the relay binary, pgbench, subscriber processes, which are this binary
+// run with -subscriber-process) is stopped when its measurement ends, also
+// on error and Ctrl-C, and killed by the kernel should the suite itself be.
 //
 // Timings are never assertions: every figure is reported with its target
 // and whether it was met. The exit status is non-zero only when a
