@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/pgrelay/pgrelay/relay"
 )
 
 // userHZ is the unit of the CPU times in /proc/<pid>/stat: clock ticks of
@@ -58,15 +60,15 @@ type idleSample struct {
 // and the statements it sends PostgreSQL.
 func runIdle(ctx context.Context, e *env, sec *Section) error {
 	d, every := e.cfg.idleDuration, e.cfg.idleSampleEvery
-	sec.About = fmt.Sprintf("`relay run` (the binary, default flags: poll every 30 s, watchdog and lease renewal every "+
-		"5 s) is started on an empty outbox and left alone, once it has delivered one probe event, for %s, sampled "+
+	sec.About = fmt.Sprintf("`relay run` (the binary, default flags: poll every %s, watchdog and lease renewal every "+
+		"%s) is started on an empty outbox and left alone, once it has delivered one probe event, for %s, sampled "+
 		"every %s. CPU is the process's `utime + stime` from `/proc/<pid>/stat` (all threads, in 10 ms ticks), as a "+
 		"share of one core over the watch. Statements are counted on the wire: the relay connects to PostgreSQL "+
 		"through a small proxy in the suite that reads the messages it sends and counts every Query (simple "+
 		"protocol) and Execute (extended protocol, one per statement run), pings included, so nothing it sends is "+
 		"missed and nobody else's statements are counted; `pg_stat_database` would count transactions, not "+
 		"statements, and lets an idle backend report its counts up to seconds late. Nothing else writes meanwhile.",
-		secs(d), secs(every))
+		secs(relay.DefaultPollInterval), secs(relay.DefaultWatchdogInterval), secs(d), secs(every))
 	if err := e.reset(ctx); err != nil {
 		return err
 	}
