@@ -38,6 +38,7 @@ type session struct {
 
 	cursor    sqlkit.Cursor
 	snap      sqlkit.Snapshot      // the last read's, for watch
+	lastRead  time.Duration        // how long the last read and delivery took
 	ahead     *sqlkit.Batch        // fetched while the previous batch was delivered
 	parked    []sqlkit.ParkedEvent // given up on in the current batch
 	lastPrune time.Time
@@ -198,10 +199,12 @@ func (s *session) workLoop(ctx context.Context) error {
 		if r.stopping(ctx) {
 			return nil
 		}
+		began := time.Now()
 		res, err := s.deliverBatch(ctx)
 		if err != nil {
 			return err
 		}
+		s.lastRead = time.Since(began)
 		if res.events > 0 || res.full {
 			// Several transactions in one batch, or events while
 			// lingering: writers are busy. NOTIFY would serialise their
@@ -270,23 +273,29 @@ func (s *session) workLoop(ctx context.Context) error {
 	}
 }
 
-// While lingering after a busy moment, the relay reads the outbox every
-// watchEvery, and after a read that found nothing asks sqlkit.Changed
-// first, for up to lingerFor after the last events: a read every
-// millisecond or so instead of a NOTIFY per writer's commit (a read then
-// takes several transactions), and new events wait at most watchEvery.
+// While lingering after a busy moment, for up to lingerFor after the last
+// events, the relay reads the outbox itself instead of having every
+// writer's commit NOTIFY it: after a read that found events it pauses as
+// long as that read and its delivery took (between watchEvery and
+// maxBusyPause), so that it spends at most half its time reading, and
+// backs off when the machine is loaded; after one that found nothing it
+// asks sqlkit.Changed every watchEvery first.
 const (
-	lingerFor  = 50 * time.Millisecond
-	watchEvery = time.Millisecond
+	lingerFor    = 50 * time.Millisecond
+	watchEvery   = time.Millisecond
+	maxBusyPause = 10 * time.Millisecond
 )
 
-// watch waits watchEvery and reports true at once when the last read found
-// events (busy), or else asks sqlkit.Changed every watchEvery, about the
-// last read's snapshot, until it says yes (true), until, or the relay stops
-// (false).
+// watch pauses and reports true when the last read found events (busy),
+// or else asks sqlkit.Changed every watchEvery, about the last read's
+// snapshot, until it says yes (true), until, or the relay stops (false).
 func (s *session) watch(ctx context.Context, until time.Time, busy bool) (bool, error) {
 	r := s.r
-	t := time.NewTicker(watchEvery)
+	every := watchEvery
+	if busy {
+		every = min(max(s.lastRead, watchEvery), maxBusyPause)
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for time.Now().Before(until) {
 		select {
