@@ -3,6 +3,7 @@ package handlers
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
 
@@ -24,6 +25,10 @@ type Redis struct {
 	relay.BaseHandler
 	client  redis.UniversalClient
 	channel func(*relay.Event) string
+	// bufs holds the buffers batches are encoded into, reused once their
+	// pipeline has been sent: growing a fresh one for every batch cost a
+	// quarter of the relay's CPU while draining.
+	bufs sync.Pool
 }
 
 // RedisOption configures a Redis handler.
@@ -65,14 +70,23 @@ func (h *Redis) OnEvent(ctx context.Context, e relay.Event) error {
 // OnEvents publishes events in one pipeline, in order.
 func (h *Redis) OnEvents(ctx context.Context, events []relay.Event) error {
 	pipe := h.client.Pipeline()
-	var buf []byte
+	bp, _ := h.bufs.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	// A buffer that grows mid-batch moves on to a new array; the events
+	// already queued keep pointing into the old one, which stays valid.
+	buf := (*bp)[:0]
 	for i := range events {
 		e := &events[i]
 		start := len(buf)
 		buf = e.AppendJSON(buf)
 		pipe.Publish(ctx, h.channel(e), buf[start:len(buf):len(buf)])
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	_, err := pipe.Exec(ctx)
+	*bp = buf
+	h.bufs.Put(bp)
+	if err != nil {
 		return fmt.Errorf("publish %d events to redis: %w", len(events), err)
 	}
 	return nil
