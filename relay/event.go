@@ -58,6 +58,45 @@ func (e *Event) Channel() string {
 // own precision.
 const timestampLayout = "2006-01-02T15:04:05.000000Z"
 
+// appendTimestamp appends t in timestampLayout: by hand, since
+// time.Time.AppendFormat was a sixth of the relay's CPU while draining. Years
+// outside 0000-9999 fall back to AppendFormat.
+func appendTimestamp(b []byte, t time.Time) []byte {
+	t = t.UTC()
+	year, month, day := t.Date()
+	if year < 0 || year > 9999 {
+		return t.AppendFormat(b, timestampLayout)
+	}
+	hour, minute, sec := t.Clock()
+	us := t.Nanosecond() / 1000
+	b = appendDigits(b, year, 4)
+	b = append(b, '-')
+	b = appendDigits(b, int(month), 2)
+	b = append(b, '-')
+	b = appendDigits(b, day, 2)
+	b = append(b, 'T')
+	b = appendDigits(b, hour, 2)
+	b = append(b, ':')
+	b = appendDigits(b, minute, 2)
+	b = append(b, ':')
+	b = appendDigits(b, sec, 2)
+	b = append(b, '.')
+	b = appendDigits(b, us, 6)
+	return append(b, 'Z')
+}
+
+// appendDigits appends v (non-negative) as exactly n decimal digits.
+func appendDigits(b []byte, v, n int) []byte {
+	for i := n - 1; i >= 0; i-- {
+		b = append(b, 0)
+	}
+	for i := len(b) - 1; i >= len(b)-n; i-- {
+		b[i] = byte('0' + v%10)
+		v /= 10
+	}
+	return b
+}
+
 // MarshalJSON encodes the event as pgrelay's wire format, for example
 //
 //	{"event_id":42,"txid":7781,"timestamp":"2026-11-22T10:01:02.123456Z","schema":"public","table":"users","action":"update","id":7,"data":{"id":7,"name":"b"},"changes":[{"field":"name","old":"a","new":"b"}]}
@@ -75,7 +114,7 @@ func (e *Event) AppendJSON(b []byte) []byte {
 	b = append(b, `,"txid":`...)
 	b = strconv.AppendUint(b, e.Txid, 10)
 	b = append(b, `,"timestamp":"`...)
-	b = e.Timestamp.UTC().AppendFormat(b, timestampLayout)
+	b = appendTimestamp(b, e.Timestamp)
 	b = append(b, `","schema":`...)
 	b = appendJSONString(b, e.Schema)
 	b = append(b, `,"table":`...)

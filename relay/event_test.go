@@ -93,3 +93,20 @@ func FuzzAppendRawCompacts(f *testing.F) {
 		require.Equal(t, want, got.Data)
 	})
 }
+
+// FuzzAppendTimestamp: the hand-written timestamp is what AppendFormat
+// writes, for any instant and zone.
+func FuzzAppendTimestamp(f *testing.F) {
+	f.Add(int64(0), int64(0), 0)
+	f.Add(int64(1796000000), int64(123456789), 3600)
+	f.Add(int64(-62135596800), int64(999999999), -7200)
+	f.Add(int64(253402300799), int64(1), 0)
+	f.Fuzz(func(t *testing.T, sec, nsec int64, offset int) {
+		ts := time.Unix(sec, nsec).In(time.FixedZone("z", offset%86400))
+		want := ts.UTC().AppendFormat(nil, "2006-01-02T15:04:05.000000Z")
+		got := relay.AppendTimestampForTest(nil, ts)
+		if string(got) != string(want) {
+			t.Fatalf("%v: got %s, want %s", ts, got, want)
+		}
+	})
+}

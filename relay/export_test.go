@@ -1,0 +1,4 @@
+package relay
+
+// AppendTimestampForTest exposes appendTimestamp to the tests.
+var AppendTimestampForTest = appendTimestamp
