@@ -21,6 +21,9 @@ import (
 type Proxy struct {
 	ln     net.Listener
 	target string
+	// observe, if set, gives each connection a function that sees what
+	// its client sends (see NewObserved).
+	observe func() func([]byte)
 
 	mu      sync.Mutex
 	frozen  bool
@@ -37,12 +40,19 @@ type link struct {
 }
 
 // New starts a proxy to target on a free port of 127.0.0.1.
-func New(target string) (*Proxy, error) {
+func New(target string) (*Proxy, error) { return NewObserved(target, nil) }
+
+// NewObserved is New with an observer: for every connection it accepts,
+// the proxy calls observe once, and the function it returns with every
+// chunk the client sends, in order, before the chunk is forwarded (to count
+// or decode the client's messages, say). The chunk is only valid during
+// the call.
+func NewObserved(target string, observe func() func([]byte)) (*Proxy, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	p := &Proxy{ln: ln, target: target, thawed: make(chan struct{}), conns: map[net.Conn]*link{},
+	p := &Proxy{ln: ln, target: target, observe: observe, thawed: make(chan struct{}), conns: map[net.Conn]*link{},
 		closing: make(chan struct{})}
 	close(p.thawed)
 	p.wg.Go(p.accept)
@@ -159,15 +169,20 @@ func (p *Proxy) serve(client net.Conn, l *link) {
 		_ = client.Close()
 		return
 	}
+	var seen func([]byte)
+	if p.observe != nil {
+		seen = p.observe()
+	}
 	var wg sync.WaitGroup
-	wg.Go(func() { p.pipe(l, server, client) })
-	wg.Go(func() { p.pipe(l, client, server) })
+	wg.Go(func() { p.pipe(l, server, client, seen) })
+	wg.Go(func() { p.pipe(l, client, server, nil) })
 	wg.Wait()
 }
 
 // pipe copies src to dst, holding still while frozen or black-holed, and
-// closes both when either side ends.
-func (p *Proxy) pipe(l *link, dst, src net.Conn) {
+// closes both when either side ends. seen, if not nil, sees what is
+// forwarded.
+func (p *Proxy) pipe(l *link, dst, src net.Conn, seen func([]byte)) {
 	defer dst.Close()
 	defer src.Close()
 	buf := make([]byte, 32<<10)
@@ -182,6 +197,9 @@ func (p *Proxy) pipe(l *link, dst, src net.Conn) {
 			return
 		}
 		if n > 0 {
+			if seen != nil {
+				seen(buf[:n])
+			}
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
 			}

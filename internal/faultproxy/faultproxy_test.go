@@ -3,6 +3,7 @@ package faultproxy_test
 import (
 	"bufio"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -102,4 +103,40 @@ func TestFreezeThaw(t *testing.T) {
 	got, err := bufio.NewReader(c).ReadString('\n')
 	require.NoError(t, err)
 	require.Equal(t, "ping\n", got, "what was held is passed on after the thaw")
+}
+
+// TestObserverSeesWhatClientsSend: each connection's observer gets the
+// client's bytes, in order, and only the client's.
+func TestObserverSeesWhatClientsSend(t *testing.T) {
+	addr, _ := echoServer(t)
+	var (
+		mu   sync.Mutex
+		seen []string
+	)
+	p, err := faultproxy.NewObserved(addr, func() func([]byte) {
+		mu.Lock()
+		defer mu.Unlock()
+		i := len(seen)
+		seen = append(seen, "")
+		return func(b []byte) {
+			mu.Lock()
+			defer mu.Unlock()
+			seen[i] += string(b)
+		}
+	})
+	require.NoError(t, err)
+	defer p.Close()
+	for range 2 {
+		c, err := net.Dial("tcp", p.Addr())
+		require.NoError(t, err)
+		for range 2 {
+			got, err := roundTrip(c, 5*time.Second)
+			require.NoError(t, err)
+			require.Equal(t, "ping\n", got)
+		}
+		require.NoError(t, c.Close())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, []string{"ping\nping\n", "ping\nping\n"}, seen)
 }
