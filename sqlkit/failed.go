@@ -47,27 +47,16 @@ func SaveProgress(ctx context.Context, conn *pgx.Conn, lease Lease, c Cursor, pa
 	b.Queue(sqlProgressAsync, strconv.FormatInt(idle.Milliseconds(), 10))
 	// The cursor first: it locks the row that the parked events' fence
 	// checks, so that no takeover can come in between.
-	b.Queue(sqlSaveProgress, lease.Name, c.Mark, c.NextTxid, pending, partial, after, straddle, lease.Token)
+	var saved int64
+	b.Queue(sqlSaveProgress, lease.Name, c.Mark, c.NextTxid, pending, partial, after, straddle, lease.Token).
+		Exec(func(tag pgconn.CommandTag) error { saved = tag.RowsAffected(); return nil })
 	for _, p := range parked {
 		r := p.Row
 		b.Queue(sqlParkEvent, lease.Name, r.Txid, r.ID, r.ChangedAt, r.Schema, r.Table, r.Action,
 			jsonArg(r.Key), jsonArg(r.Data), jsonArg(r.Changes), p.Handler, p.Error, p.Attempts, lease.Token)
 	}
 	b.Queue(sqlFetchEnd)
-	res := conn.SendBatch(ctx, &b)
-	var saved int64
-	var err error
-	for i := 0; i < b.Len() && err == nil; i++ {
-		var tag pgconn.CommandTag
-		tag, err = res.Exec()
-		if i == 2 {
-			saved = tag.RowsAffected()
-		}
-	}
-	if cerr := res.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := conn.SendBatch(ctx, &b).Close(); err != nil {
 		return fmt.Errorf("save progress: %w", err)
 	}
 	if saved == 0 {

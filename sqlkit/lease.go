@@ -149,25 +149,13 @@ func Register(ctx context.Context, db DB, inst Instance, ttl time.Duration) erro
 func Heartbeat(ctx context.Context, conn *pgx.Conn, inst Instance, lease *Lease, ttl time.Duration, notify string) error {
 	var b pgx.Batch
 	b.Queue(sqlInstanceRegister, registerArgs(inst, ttl)...)
+	var renewed int64 = 1
 	if lease != nil {
-		b.Queue(sqlLeaseRenew, lease.Name, lease.Token, ttl)
+		b.Queue(sqlLeaseRenew, lease.Name, lease.Token, ttl).
+			Exec(func(tag pgconn.CommandTag) error { renewed = tag.RowsAffected(); return nil })
 	}
 	b.Queue(sqlNotify, notify)
-	res := conn.SendBatch(ctx, &b)
-	_, err := res.Exec()
-	var renewed int64 = 1
-	if err == nil && lease != nil {
-		var tag pgconn.CommandTag
-		tag, err = res.Exec()
-		renewed = tag.RowsAffected()
-	}
-	if err == nil {
-		_, err = res.Exec()
-	}
-	if cerr := res.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := conn.SendBatch(ctx, &b).Close(); err != nil {
 		return fmt.Errorf("heartbeat: %w", err)
 	}
 	if renewed == 0 {
@@ -216,29 +204,23 @@ func ReadLease(ctx context.Context, db DB, name string) (LeaseState, error) {
 // another relay holds the lease. When the lease's row stays locked for
 // lockWait, it returns ErrLeaseRowLocked.
 func AcquireLease(ctx context.Context, conn *pgx.Conn, name, instance string, ttl, lockWait time.Duration, prev Lease) (l Lease, ok bool, err error) {
-	var b pgx.Batch
+	var (
+		b        pgx.Batch
+		previous *string
+	)
+	l.Name = name
 	b.Queue("BEGIN")
 	b.Queue(sqlLeaseLockTimeout, strconv.FormatInt(max(lockWait.Milliseconds(), 1), 10))
-	b.Queue(sqlLeaseAcquire, name, instance, ttl, prev.Token)
-	b.Queue("COMMIT")
-	res := conn.SendBatch(ctx, &b)
-	var previous *string
-	l.Name = name
-	_, err = res.Exec()
-	if err == nil {
-		_, err = res.Exec()
-	}
-	if err == nil {
-		err = res.QueryRow().Scan(&l.Token, &l.Since, &previous)
+	b.Queue(sqlLeaseAcquire, name, instance, ttl, prev.Token).QueryRow(func(row pgx.Row) error {
+		err := row.Scan(&l.Token, &l.Since, &previous)
 		if errors.Is(err, pgx.ErrNoRows) {
-			err, ok = nil, false
-		} else {
-			ok = err == nil
+			return nil // another relay holds it
 		}
-	}
-	if cerr := res.Close(); err == nil {
-		err = cerr
-	}
+		ok = err == nil
+		return err
+	})
+	b.Queue("COMMIT")
+	err = conn.SendBatch(ctx, &b).Close()
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == lockNotAvailable {
 		return Lease{}, false, ErrLeaseRowLocked
