@@ -148,7 +148,7 @@ func (s *session) acquire(ctx context.Context) error {
 		r.waiting = false
 	}
 	r.lastLease = lease
-	if lease.Previous != "" {
+	if lease.Previous != "" && lease.Previous != s.ended {
 		s.endBackendsOf(ctx, lease.Previous)
 	}
 	tctx, cancel = context.WithTimeout(ctx, r.cfg.Timeout)
@@ -204,6 +204,7 @@ func (s *session) tryAcquire(ctx context.Context) (lease sqlkit.Lease, ok bool, 
 // role may; a failure is logged, since the lease is already safe.
 func (s *session) endBackendsOf(ctx context.Context, instance string) {
 	r := s.r
+	s.ended = instance
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 	defer cancel()
 	backends, direct, err := sqlkit.InstanceBackends(ctx, s.worker, r.cfg.Name, instance)

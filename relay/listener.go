@@ -16,6 +16,15 @@ import (
 // sequence number.
 const watchdogPrefix = "pgrelay-watchdog:"
 
+// wakeUp tells the delivery loop that a writer committed; wake-ups that
+// come while one is pending fold into it.
+func (s *session) wakeUp() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
 // listenLoop turns the notifications on the LISTEN connection into wake-ups
 // and watchdog echoes, until the session ends.
 func (s *session) listenLoop(ctx context.Context) error {
@@ -30,10 +39,7 @@ func (s *session) listenLoop(ctx context.Context) error {
 		}
 		switch {
 		case isTxid(n.Payload):
-			select {
-			case s.wake <- struct{}{}:
-			default:
-			}
+			s.wakeUp()
 		case strings.HasPrefix(n.Payload, ours):
 			if seq, err := strconv.ParseUint(n.Payload[len(ours):], 10, 64); err == nil {
 				select {
@@ -99,10 +105,7 @@ func (s *session) checkEcho(ctx context.Context) error {
 			s.direct.Store(true)
 			return nil
 		case isTxid(n.Payload):
-			select {
-			case s.wake <- struct{}{}:
-			default:
-			}
+			s.wakeUp()
 		}
 	}
 }

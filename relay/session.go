@@ -39,6 +39,7 @@ type session struct {
 	cursor    sqlkit.Cursor
 	snap      sqlkit.Snapshot      // the last read's, for watch
 	lastRead  time.Duration        // how long the last read and delivery took
+	ended     string               // the instance whose backends endBackendsOf ended
 	ahead     *sqlkit.Batch        // fetched while the previous batch was delivered
 	parked    []sqlkit.ParkedEvent // given up on in the current batch
 	lastPrune time.Time
@@ -223,9 +224,9 @@ func (s *session) workLoop(ctx context.Context) error {
 		}
 		// A read that was not full found everything committed before it.
 		// While waiting and settled, a notification announces anything
-		// newer, so there is nothing to read until one comes.
-		quiet := r.waiting && settled && res.events > 0
-		if !quiet && !r.waiting && time.Now().Before(lingerUntil) {
+		// newer, so there is nothing to read until one comes (the code
+		// below goes straight to sleep); while lingering, watch.
+		if !r.waiting && time.Now().Before(lingerUntil) {
 			changed, err := s.watch(ctx, lingerUntil, res.events > 0)
 			if err != nil || r.stopping(ctx) {
 				return err
@@ -234,9 +235,7 @@ func (s *session) workLoop(ctx context.Context) error {
 				continue
 			}
 		}
-		if quiet {
-			// Sleep below, as when idle.
-		} else if !r.waiting {
+		if !r.waiting {
 			if err := s.wait(ctx, true); err != nil {
 				return err
 			}
