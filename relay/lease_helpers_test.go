@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -163,15 +164,9 @@ func (t *tally) duplicates() int {
 
 // outboxIDs returns the ids of every event committed to the outbox.
 func outboxIDs(tb testing.TB, ctx context.Context, pool *pgxpool.Pool) []int64 {
-	rows, err := pool.Query(ctx, `SELECT DISTINCT id FROM cdc.events ORDER BY id`)
+	rows, _ := pool.Query(ctx, `SELECT DISTINCT id FROM cdc.events ORDER BY id`)
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 	require.NoError(tb, err)
-	var ids []int64
-	for rows.Next() {
-		var id int64
-		require.NoError(tb, rows.Scan(&id))
-		ids = append(ids, id)
-	}
-	require.NoError(tb, rows.Err())
 	return ids
 }
 
@@ -188,16 +183,10 @@ func idsAfter(ids []int64, after int64) []int64 {
 
 // relayBackends returns the pids of the relays' backends in the database.
 func relayBackends(tb testing.TB, ctx context.Context, pool *pgxpool.Pool) []int32 {
-	rows, err := pool.Query(ctx, `SELECT pid FROM pg_stat_activity
+	rows, _ := pool.Query(ctx, `SELECT pid FROM pg_stat_activity
 		WHERE datname = current_database() AND application_name LIKE 'pgrelay %' ORDER BY pid`)
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
 	require.NoError(tb, err)
-	var pids []int32
-	for rows.Next() {
-		var pid int32
-		require.NoError(tb, rows.Scan(&pid))
-		pids = append(pids, pid)
-	}
-	require.NoError(tb, rows.Err())
 	return pids
 }
 

@@ -2,7 +2,6 @@ package relay_test
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"sync"
 	"syscall"
@@ -70,15 +69,7 @@ func TestRelayResumesAfterPartition(t *testing.T) {
 				from = time.Now()
 			}
 			during := idsAfter(outboxIDs(t, ctx, f.pool), before[len(before)-1])
-			resumed := tl.waitIDs(t, ctx, during)
-			took := resumed.at.Sub(from)
-			t.Logf("delivery resumed %s after the %s (bound %s)", took.Round(time.Millisecond),
-				map[bool]string{false: "thaw", true: "cut"}[blackHole], cfg.TakeoverBound())
-			require.LessOrEqual(t, took, cfg.TakeoverBound(), "delivery resumed within the takeover bound")
-
-			waitBackends(t, ctx, f.pool, 3)
-			f.waitDelivered(t, ctx, "")
-			require.LessOrEqual(t, tl.duplicates(), leaseBatchSize, "at most one batch delivered twice")
+			f.requireResumed(t, ctx, tl, during, from, map[bool]string{false: "the thaw", true: "the cut"}[blackHole])
 		})
 	}
 }
@@ -116,18 +107,27 @@ func TestRelayReplacesKilledBlackHoledRelay(t *testing.T) {
 	require.Len(t, relayBackends(t, ctx, f.pool), 3, "the killed relay's backends live on behind the black hole")
 
 	f.insertItems(t, 101, 200)
-	cfg := leaseTestConfig(f.url)
-	r, err := relay.New(cfg, tl.handler(2))
+	r, err := relay.New(leaseTestConfig(f.url), tl.handler(2))
 	require.NoError(t, err)
 	require.NoError(t, r.Start(ctx))
 	defer func() { require.NoError(t, r.Close(context.Background())) }()
 
 	rest := idsAfter(outboxIDs(t, ctx, f.pool), first[len(first)-1])
-	resumed := tl.waitIDs(t, ctx, rest)
-	took := resumed.at.Sub(killedAt)
-	t.Logf("the new relay delivered %s after the kill (bound %s)", took.Round(time.Millisecond), cfg.TakeoverBound())
-	require.LessOrEqual(t, took, cfg.TakeoverBound(), "delivery resumed within the takeover bound")
-	waitBackends(t, ctx, f.pool, 3) // the new relay's: the old ones were ended
+	f.requireResumed(t, ctx, tl, rest, killedAt, "the kill")
+}
+
+// requireResumed waits for ids, written after the fault, and requires that
+// the first of them arrived within the takeover bound of from; then, once
+// the relay has nothing left to deliver, that only one relay's three
+// backends are left (the abandoned ones were ended) and at most one batch
+// arrived twice.
+func (f fixture) requireResumed(t *testing.T, ctx context.Context, tl *tally, ids []int64, from time.Time, after string) {
+	t.Helper()
+	bound := leaseTestConfig(f.url).TakeoverBound()
+	took := tl.waitIDs(t, ctx, ids).at.Sub(from)
+	t.Logf("delivery resumed %s after %s (bound %s)", took.Round(time.Millisecond), after, bound)
+	require.LessOrEqual(t, took, bound, "delivery resumed within the takeover bound")
+	waitBackends(t, ctx, f.pool, 3)
 	f.waitDelivered(t, ctx, "")
 	require.LessOrEqual(t, tl.duplicates(), leaseBatchSize, "at most one batch delivered twice")
 }
@@ -273,7 +273,7 @@ func waitStandby(t *testing.T, ctx context.Context, f fixture) {
 		select {
 		case <-tick.C:
 		case <-ctx.Done():
-			t.Fatal(fmt.Sprintf("timed out waiting for one active relay and one standby: %+v", inst))
+			t.Fatalf("timed out waiting for one active relay and one standby: %+v", inst)
 		}
 	}
 }
