@@ -6,7 +6,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/pgrelay/pgrelay/sqlkit"
+	"github.com/pgrelay/pgrelay/route"
 )
 
 // Action is the kind of change an Event reports.
@@ -48,10 +48,10 @@ type Event struct {
 	Changes json.RawMessage
 }
 
-// Channel returns the event's default Redis channel,
-// "<schema>.<table>.cdc_events".
+// Channel returns the event's default destination (Redis channel and
+// stream), "<schema>.<table>.cdc_events": see route.Channel.
 func (e *Event) Channel() string {
-	return sqlkit.Table{Schema: e.Schema, Name: e.Table}.Channel()
+	return route.Channel(e.Schema, e.Table)
 }
 
 // timestampLayout is RFC 3339 in UTC with exactly microseconds, PostgreSQL's

@@ -361,12 +361,6 @@ func (t Table) String() string {
 	return quoteIdent(t.Schema) + "." + quoteIdent(t.Name)
 }
 
-// Channel returns the Redis channel the table's events are published on:
-// "<schema>.<table>.cdc_events", with the names as they are (unquoted).
-func (t Table) Channel() string {
-	return t.Schema + "." + t.Name + ".cdc_events"
-}
-
 // quoteIdent quotes an identifier when PostgreSQL would not read it back
 // unchanged without quotes. Reserved words are quoted too, conservatively,
 // when they are in the small list below.

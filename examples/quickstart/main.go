@@ -28,6 +28,7 @@ import (
 
 	"github.com/pgrelay/pgrelay/handlers"
 	"github.com/pgrelay/pgrelay/relay"
+	"github.com/pgrelay/pgrelay/route"
 	"github.com/pgrelay/pgrelay/sqlkit"
 )
 
@@ -126,14 +127,14 @@ func run() (err error) {
 	// Deferred before the relay's Close, so it runs after it: the Redis
 	// handler does not own the client, which must outlive the relay.
 	defer rdb.Close()
-	sub := rdb.Subscribe(ctx, demoTable.Channel())
+	sub := rdb.Subscribe(ctx, route.Channel(demoTable.Schema, demoTable.Name))
 	defer sub.Close()
 	// Subscribe only sends the command; Receive waits for Redis to confirm
 	// it, after which every message published is ours to receive.
 	if _, err := sub.Receive(ctx); err != nil {
-		return fmt.Errorf("subscribe to %s: %w", demoTable.Channel(), err)
+		return fmt.Errorf("subscribe to %s: %w", route.Channel(demoTable.Schema, demoTable.Name), err)
 	}
-	fmt.Printf("subscribed to Redis channel %s\n", demoTable.Channel())
+	fmt.Printf("subscribed to Redis channel %s\n", route.Channel(demoTable.Schema, demoTable.Name))
 
 	// The relay, in-process. It uses the default relay name, the one
 	// `relay run` uses: if such a relay is already delivering from this

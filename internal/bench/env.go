@@ -24,6 +24,7 @@ import (
 
 	"github.com/pgrelay/pgrelay/handlers"
 	"github.com/pgrelay/pgrelay/relay"
+	"github.com/pgrelay/pgrelay/route"
 	"github.com/pgrelay/pgrelay/sqlkit"
 )
 
@@ -76,7 +77,7 @@ func (e *env) table(name string) string {
 
 // channel is the Redis channel the relay publishes the cdc table's events on.
 func (e *env) channel() string {
-	return sqlkit.Table{Schema: e.schema, Name: "cdc"}.Channel()
+	return route.Channel(e.schema, "cdc")
 }
 
 // randomHex returns n random bytes as hex, for names unique to the run.

@@ -1,6 +1,7 @@
 // Package testenv gives tests isolated, real PostgreSQL databases and Redis
 // connections. It reads TEST_DATABASE_URL and TEST_REDIS_URL, defaulting to
-// the local servers test.sh expects.
+// the local servers test.sh expects, and TEST_REDIS_CLUSTER_URL, which only
+// test.sh sets.
 package testenv
 
 import (
@@ -44,6 +45,30 @@ func RedisURL() string {
 		return u
 	}
 	return DefaultRedisURL
+}
+
+// RedisClusterURL returns the URL of the throw-away Redis Cluster that
+// test.sh starts (TEST_REDIS_CLUSTER_URL, in go-redis's cluster form:
+// redis://h1:p1?addr=h2:p2&addr=h3:p3), or "" when none was started.
+func RedisClusterURL() string {
+	return os.Getenv("TEST_REDIS_CLUSTER_URL")
+}
+
+// RedisCluster returns a client of the test Redis Cluster, closed when the
+// test ends. Without TEST_REDIS_CLUSTER_URL the test is skipped: only
+// test.sh starts a cluster, and no shared one runs on this machine.
+func RedisCluster(t testing.TB) *redis.ClusterClient {
+	t.Helper()
+	u := RedisClusterURL()
+	if u == "" {
+		t.Skip("no Redis Cluster: TEST_REDIS_CLUSTER_URL is not set (./test.sh starts one)")
+	}
+	opts, err := redis.ParseClusterURL(u)
+	require.NoError(t, err, "TEST_REDIS_CLUSTER_URL")
+	c := redis.NewClusterClient(opts)
+	require.NoError(t, c.Ping(context.Background()).Err(), "connect to the test Redis Cluster")
+	t.Cleanup(func() { _ = c.Close() })
+	return c
 }
 
 // Context returns a context that ends with the test, or after a generous
