@@ -1,4 +1,6 @@
-// Package handlers holds pgrelay's ready-made relay.EventHandlers: Log,
-// which logs each event through slog, and Redis, which PUBLISHes each event
-// as JSON on "<schema>.<table>.cdc_events".
+// Package handlers holds pgrelay's sinks, the ready-made
+// relay.EventHandlers. Log, here, logs each event through slog; each sink
+// that talks to another system has its own subpackage with its own Config,
+// so that importing one does not pull in the others' clients:
+// handlers/redis publishes to Redis pub/sub and appends to Redis streams.
 package handlers

@@ -7,24 +7,18 @@ import (
 	"os"
 	"os/signal"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/pgrelay/pgrelay/handlers"
 	"github.com/pgrelay/pgrelay/relay"
 )
 
-// Relay every captured change to Redis and log it, until Ctrl-C.
-func ExampleNewRedis() {
+// Log every captured change, with its row, until Ctrl-C.
+func ExampleLog() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 
-	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
-	defer rdb.Close()
-
 	r, err := relay.New(relay.Config{
 		DatabaseURL: "postgres://postgres@127.0.0.1:5432/postgres",
-		Logger:      slog.Default(),
-	}, handlers.NewRedis(rdb), &handlers.Log{})
+	}, &handlers.Log{Logger: slog.Default(), Data: true})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -42,6 +42,8 @@ func (s *session) deliver(ctx context.Context, events []Event) error {
 	r.mu.Lock()
 	handlers := r.handlers
 	r.mu.Unlock()
+	lease, _, _ := r.lease.get()
+	ctx = WithDelivery(ctx, Delivery{Name: r.cfg.Name, Token: lease.Token})
 	for _, h := range handlers {
 		rest := events
 		backoff := min(minHandlerBackoff, r.cfg.RetryInterval)

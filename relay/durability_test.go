@@ -17,7 +17,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
-	"github.com/pgrelay/pgrelay/handlers"
 	"github.com/pgrelay/pgrelay/internal/testenv"
 	"github.com/pgrelay/pgrelay/relay"
 	"github.com/pgrelay/pgrelay/sqlkit"
@@ -230,7 +229,7 @@ func TestRelayWaitsOutRedisDown(t *testing.T) {
 	// has accepted it.
 	c := newCollector()
 	r, err := relay.New(relay.Config{DatabaseURL: f.url, RetryInterval: 200 * time.Millisecond, Logger: slog.New(logs)},
-		handlers.NewRedis(rdb), c)
+		redisSink(t, rdb), c)
 	require.NoError(t, err)
 	require.NoError(t, r.Start(ctx))
 	defer func() { require.NoError(t, r.Close(context.Background())) }()

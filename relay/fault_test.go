@@ -11,7 +11,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
-	"github.com/pgrelay/pgrelay/handlers"
 	"github.com/pgrelay/pgrelay/internal/faultproxy"
 	"github.com/pgrelay/pgrelay/internal/testenv"
 	"github.com/pgrelay/pgrelay/relay"
@@ -143,7 +142,7 @@ func TestRelayRidesOutFrozenRedis(t *testing.T) {
 
 	logs := newLogSignal()
 	r, err := relay.New(relay.Config{DatabaseURL: f.url, RetryInterval: 200 * time.Millisecond, Logger: slog.New(logs)},
-		handlers.NewRedis(rdb))
+		redisSink(t, rdb))
 	require.NoError(t, err)
 	require.NoError(t, r.Start(ctx))
 	defer func() { require.NoError(t, r.Close(context.Background())) }()

@@ -441,6 +441,10 @@ func (s *session) deliverBatch(ctx context.Context) (res batchResult, err error)
 		return res, err
 	}
 	s.cursor, s.parked = next, s.parked[:0]
+	r.mu.Lock()
+	handlers := r.handlers
+	r.mu.Unlock()
+	checkpoint(handlers, Delivery{Name: r.cfg.Name, Token: lease.Token})
 	r.log.Debug("delivered batch", "events", len(b.Rows), "full", b.Full)
 	if !b.Full {
 		return res, nil

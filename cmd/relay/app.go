@@ -21,12 +21,13 @@ import (
 
 // Flag names shared between commands and helpers.
 const (
-	flagDatabaseURL = "database-url"
-	flagRedisURL    = "redis-url"
-	flagLogLevel    = "log-level"
-	flagLogFormat   = "log-format"
-	flagTimeout     = "timeout"
-	flagName        = "name"
+	flagDatabaseURL  = "database-url"
+	flagRedisURL     = "redis-url"
+	flagRedisCluster = "redis-cluster"
+	flagLogLevel     = "log-level"
+	flagLogFormat    = "log-format"
+	flagTimeout      = "timeout"
+	flagName         = "name"
 )
 
 func newApp(stdout, stderr io.Writer) *cli.App {
@@ -52,6 +53,11 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Name:    flagRedisURL,
 				Usage:   "Redis URL (redis:// or rediss:// for TLS); without it `relay run` only logs events",
 				EnvVars: []string{"REDIS_URL"},
+			},
+			&cli.BoolFlag{
+				Name:    flagRedisCluster,
+				Usage:   "--redis-url names a node of a Redis Cluster (more seeds: redis://h1:7000?addr=h2:7001&addr=h3:7002)",
+				EnvVars: []string{"REDIS_CLUSTER"},
 			},
 			&cli.StringFlag{
 				Name:    flagLogLevel,
@@ -136,20 +142,39 @@ func unwrapConnect(err error) error {
 	return err
 }
 
-// redisClient returns a client for --redis-url, or nil when it is not set.
-func redisClient(c *cli.Context) (*redis.Client, error) {
+// redisClient returns a client for --redis-url, a cluster client with
+// --redis-cluster, or nil when no URL is set.
+func redisClient(c *cli.Context) (redis.UniversalClient, error) {
 	url := c.String(flagRedisURL)
 	if url == "" {
+		if c.Bool(flagRedisCluster) {
+			return nil, errors.New("--redis-cluster needs --redis-url naming a node of the cluster")
+		}
 		return nil, nil
+	}
+	timeout := c.Duration(flagTimeout)
+	if c.Bool(flagRedisCluster) {
+		opts, err := redis.ParseClusterURL(url)
+		if err != nil {
+			return nil, fmt.Errorf("invalid --redis-url %s for a cluster (redis://host:port?addr=host2:port2): %w", relay.RedactURL(url), err)
+		}
+		opts.DialTimeout = dialTimeout(opts.DialTimeout, timeout)
+		return redis.NewClusterClient(opts), nil
 	}
 	opts, err := redis.ParseURL(url)
 	if err != nil {
 		return nil, fmt.Errorf("invalid --redis-url %s: %w", relay.RedactURL(url), err)
 	}
-	if opts.DialTimeout == 0 || opts.DialTimeout > c.Duration(flagTimeout) {
-		opts.DialTimeout = c.Duration(flagTimeout)
-	}
+	opts.DialTimeout = dialTimeout(opts.DialTimeout, timeout)
 	return redis.NewClient(opts), nil
+}
+
+// dialTimeout bounds the URL's dial timeout by --timeout.
+func dialTimeout(fromURL, timeout time.Duration) time.Duration {
+	if fromURL == 0 || fromURL > timeout {
+		return timeout
+	}
+	return fromURL
 }
 
 // withDB connects to --database-url and runs a one-shot command's database

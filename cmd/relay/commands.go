@@ -12,9 +12,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
 	"github.com/urfave/cli/v2"
 
 	"github.com/pgrelay/pgrelay/handlers"
+	redissink "github.com/pgrelay/pgrelay/handlers/redis"
 	"github.com/pgrelay/pgrelay/relay"
 	"github.com/pgrelay/pgrelay/sqlkit"
 )
@@ -151,9 +153,32 @@ func runCommand() *cli.Command {
 			&cli.DurationFlag{Name: "retention", Usage: "keep delivered events this long before deleting them (negative: forever)", EnvVars: []string{"RELAY_RETENTION"}, Value: relay.DefaultRetention},
 			&cli.IntFlag{Name: "max-attempts", Usage: "tries of an event a handler refuses permanently before it is parked as failed", EnvVars: []string{"RELAY_MAX_ATTEMPTS"}, Value: relay.DefaultMaxAttempts},
 			&cli.IntFlag{Name: "batch-size", Usage: "most events fetched and published at once", EnvVars: []string{"RELAY_BATCH_SIZE"}, Value: relay.DefaultBatchSize},
+			&cli.StringFlag{Name: "redis-mode", Usage: "pubsub (PUBLISH to subscribers connected now), stream (XADD, exactly once, kept) or both", EnvVars: []string{"RELAY_REDIS_MODE"}, Value: string(redissink.ModePubSub)},
+			&cli.Int64Flag{Name: "stream-maxlen", Usage: "keep at least this many entries per stream, trimming older ones (XADD MAXLEN ~); 0 never trims", EnvVars: []string{"RELAY_STREAM_MAXLEN"}, Value: redissink.DefaultStreamMaxLen},
+			&cli.StringFlag{Name: "redis-pubsub", Usage: "publish command: sharded (SPUBLISH, the default on a cluster) or classic (PUBLISH, the default otherwise)", EnvVars: []string{"RELAY_REDIS_PUBSUB"}, Value: "auto", DefaultText: "auto"},
 		},
 		Action: runRelay,
 	}
+}
+
+// redisSink builds the Redis handler from run's flags.
+func redisSink(c *cli.Context, rdb redis.UniversalClient) (*redissink.Handler, error) {
+	mode, err := redissink.ParseMode(c.String("redis-mode"))
+	if err != nil {
+		return nil, fmt.Errorf("invalid --redis-mode: %w", err)
+	}
+	pubsub, err := redissink.ParsePubSub(c.String("redis-pubsub"))
+	if err != nil {
+		return nil, fmt.Errorf("invalid --redis-pubsub: %w", err)
+	}
+	maxlen := c.Int64("stream-maxlen")
+	switch {
+	case maxlen < 0:
+		return nil, fmt.Errorf("invalid --stream-maxlen %d: it must be 0 (never trim) or more", maxlen)
+	case maxlen == 0:
+		maxlen = -1 // the Config's "never"
+	}
+	return redissink.New(redissink.Config{Client: rdb, Mode: mode, PubSub: pubsub, StreamMaxLen: maxlen})
 }
 
 func runRelay(c *cli.Context) error {
@@ -166,12 +191,22 @@ func runRelay(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if rdb != nil {
+	if rdb == nil {
+		for _, f := range []string{"redis-mode", "stream-maxlen", "redis-pubsub"} {
+			if c.IsSet(f) {
+				return fmt.Errorf("--%s needs --redis-url", f)
+			}
+		}
+	} else {
 		defer rdb.Close()
+		sink, err := redisSink(c, rdb)
+		if err != nil {
+			return err
+		}
 		if err := rdb.Ping(c.Context).Err(); err != nil {
 			return fmt.Errorf("connect to redis %s: %w", relay.RedactURL(c.String(flagRedisURL)), err)
 		}
-		hs = append(hs, handlers.NewRedis(rdb))
+		hs = append(hs, sink)
 	}
 	if rdb == nil || c.Bool("log-events") {
 		hs = append(hs, &handlers.Log{Logger: logger, Data: true})
@@ -197,7 +232,9 @@ func runRelay(c *cli.Context) error {
 	if rdb == nil {
 		logger.Info("no --redis-url given: events are only logged")
 	} else {
-		logger.Info("publishing to redis", "redis", relay.RedactURL(c.String(flagRedisURL)))
+		cfg := hs[0].(*redissink.Handler).Config()
+		logger.Info("delivering to redis", "redis", relay.RedactURL(c.String(flagRedisURL)),
+			"cluster", c.Bool(flagRedisCluster), "mode", cfg.Mode, "pubsub", cfg.PubSub)
 	}
 	return r.Run(ctx)
 }

@@ -26,7 +26,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/pgrelay/pgrelay/handlers"
+	redissink "github.com/pgrelay/pgrelay/handlers/redis"
 	"github.com/pgrelay/pgrelay/relay"
 	"github.com/pgrelay/pgrelay/route"
 	"github.com/pgrelay/pgrelay/sqlkit"
@@ -139,12 +139,16 @@ func run() (err error) {
 	// The relay, in-process. It uses the default relay name, the one
 	// `relay run` uses: if such a relay is already delivering from this
 	// database, this one stands by and that one publishes the events.
+	sink, err := redissink.New(redissink.Config{Client: rdb})
+	if err != nil {
+		return err
+	}
 	r, err := relay.New(relay.Config{
 		DatabaseURL: dbURL,
 		// Info shows "relay started" and, should another relay hold the
 		// default name, that this one is standing by.
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, nil)),
-	}, handlers.NewRedis(rdb))
+	}, sink)
 	if err != nil {
 		return err
 	}

@@ -22,7 +22,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/pgrelay/pgrelay/handlers"
+	redissink "github.com/pgrelay/pgrelay/handlers/redis"
 	"github.com/pgrelay/pgrelay/relay"
 	"github.com/pgrelay/pgrelay/route"
 	"github.com/pgrelay/pgrelay/sqlkit"
@@ -287,14 +287,14 @@ func (e *env) newRedis() *redis.Client {
 // the relay finished publishing each batch, so that the report can tell the
 // relay's own publishing rate from what the subscriber managed to read.
 type timedRedis struct {
-	*handlers.Redis
+	*redissink.Handler
 	published atomic.Int64
 	lastAt    atomic.Int64 // UnixNano of the end of the last batch
 }
 
 // OnEvents publishes through the wrapped handler, then counts.
 func (h *timedRedis) OnEvents(ctx context.Context, events []relay.Event) error {
-	if err := h.Redis.OnEvents(ctx, events); err != nil {
+	if err := h.Handler.OnEvents(ctx, events); err != nil {
 		return err
 	}
 	h.published.Add(int64(len(events)))
@@ -314,7 +314,12 @@ type inProcess struct {
 // ready to Start.
 func (e *env) newRelay() (*inProcess, error) {
 	rdb := e.newRedis()
-	h := &timedRedis{Redis: handlers.NewRedis(rdb)}
+	sink, err := redissink.New(redissink.Config{Client: rdb})
+	if err != nil {
+		_ = rdb.Close()
+		return nil, err
+	}
+	h := &timedRedis{Handler: sink}
 	r, err := relay.New(relay.Config{DatabaseURL: e.dbURL, Logger: e.relayLg}, h)
 	if err != nil {
 		_ = rdb.Close()

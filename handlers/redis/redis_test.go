@@ -1,4 +1,4 @@
-package handlers_test
+package redis_test
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/pgrelay/pgrelay/handlers"
+	redissink "github.com/pgrelay/pgrelay/handlers/redis"
 	"github.com/pgrelay/pgrelay/internal/testenv"
 	"github.com/pgrelay/pgrelay/relay"
 	"github.com/pgrelay/pgrelay/sqlkit"
@@ -45,7 +45,7 @@ func TestRedisPublishesEachEventOnItsTableChannel(t *testing.T) {
 	_, err = sub.Receive(ctx) // subscription confirmed
 	require.NoError(t, err)
 
-	r, err := relay.New(relay.Config{DatabaseURL: dbURL}, handlers.NewRedis(rdb))
+	r, err := relay.New(relay.Config{DatabaseURL: dbURL}, newHandler(t, redissink.Config{Client: rdb}))
 	require.NoError(t, err)
 	require.NoError(t, r.Start(ctx))
 	defer r.Close(context.Background()) //nolint:errcheck
@@ -78,6 +78,14 @@ func TestRedisPublishesEachEventOnItsTableChannel(t *testing.T) {
 	require.Nil(t, got[0].Changes)
 }
 
+// newHandler is redissink.New for a configuration the test knows is valid.
+func newHandler(t testing.TB, cfg redissink.Config) *redissink.Handler {
+	t.Helper()
+	h, err := redissink.New(cfg)
+	require.NoError(t, err)
+	return h
+}
+
 func TestRedisCustomChannel(t *testing.T) {
 	t.Parallel()
 	ctx := testenv.Context(t)
@@ -88,7 +96,7 @@ func TestRedisCustomChannel(t *testing.T) {
 	_, err := sub.Receive(ctx)
 	require.NoError(t, err)
 
-	h := handlers.NewRedis(rdb, handlers.WithChannel(func(*relay.Event) string { return channel }))
+	h := newHandler(t, redissink.Config{Client: rdb, Channel: func(*relay.Event) string { return channel }})
 	events := []relay.Event{
 		{ID: 1, Schema: "a", Table: "x", Action: relay.ActionInsert, Key: json.RawMessage("1")},
 		{ID: 2, Schema: "b", Table: "y", Action: relay.ActionDelete, Key: json.RawMessage("2")},
