@@ -78,7 +78,17 @@ func runChild(url string) error {
 		// Shown when a leadership test fails: who took over when.
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("child", os.Getpid())
 	}
-	r, err := relay.New(cfg, h)
+	handlers := []relay.EventHandler{h}
+	if stream := os.Getenv(childStreamEnv); stream != "" {
+		// The stream first: what the child prints, the stream has.
+		sink, err := streamChildSink(stream)
+		if err != nil {
+			return err
+		}
+		cfg.BatchSize = 500
+		handlers = []relay.EventHandler{sink, h}
+	}
+	r, err := relay.New(cfg, handlers...)
 	if err != nil {
 		return err
 	}
