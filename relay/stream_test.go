@@ -2,7 +2,6 @@ package relay_test
 
 import (
 	"context"
-	"encoding/json"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -90,17 +89,7 @@ func TestStreamExactlyOnceAcrossKillsAndTakeover(t *testing.T) {
 	children[3] = start(3)
 	f.waitDelivered(t, ctx, "")
 
-	entries, err := rdb.XRange(ctx, stream, "-", "+").Result()
-	require.NoError(t, err)
-	ids := make([]int64, len(entries))
-	for i, e := range entries {
-		var ev struct {
-			EventID int64 `json:"event_id"`
-		}
-		raw, _ := e.Values["event"].(string)
-		require.NoError(t, json.Unmarshal([]byte(raw), &ev), "entry %s", e.ID)
-		ids[i] = ev.EventID
-	}
+	ids := testenv.StreamEventIDs(t, ctx, rdb, stream)
 	want := outboxIDs(t, ctx, f.pool)
 	require.Len(t, want, txns*perTxn)
 	require.Equal(t, want, ids, "every event once, in order")

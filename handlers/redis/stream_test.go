@@ -25,24 +25,6 @@ func events(ids ...int64) []relay.Event {
 	return out
 }
 
-// streamIDs returns the event ids in stream, in stream order.
-func streamIDs(t testing.TB, ctx context.Context, rdb goredis.UniversalClient, stream string) []int64 {
-	t.Helper()
-	entries, err := rdb.XRange(ctx, stream, "-", "+").Result()
-	require.NoError(t, err)
-	ids := make([]int64, len(entries))
-	for i, e := range entries {
-		var ev struct {
-			EventID int64 `json:"event_id"`
-		}
-		raw, ok := e.Values["event"].(string)
-		require.True(t, ok, "entry %s has no event field: %v", e.ID, e.Values)
-		require.NoError(t, json.Unmarshal([]byte(raw), &ev))
-		ids[i] = ev.EventID
-	}
-	return ids
-}
-
 // streamSink returns a stream-mode handler appending everything to a
 // stream of the test's own, and that stream's name.
 func streamSink(t testing.TB, rdb goredis.UniversalClient, mode redissink.Mode) (*redissink.Handler, string) {
@@ -66,7 +48,7 @@ func TestStreamAppendsEachEventOnce(t *testing.T) {
 	require.NoError(t, h.OnEvents(dctx, events(1, 2, 3)))
 	// Handed out again before progress was saved (a retry): nothing new.
 	require.NoError(t, h.OnEvents(dctx, events(1, 2, 3)))
-	require.Equal(t, []int64{1, 2, 3}, streamIDs(t, ctx, rdb, stream))
+	require.Equal(t, []int64{1, 2, 3}, testenv.StreamEventIDs(t, ctx, rdb, stream))
 
 	// A successor process (a fresh handler) after a crash replays the
 	// unsaved batch in another order, mixed with newer events.
@@ -76,7 +58,7 @@ func TestStreamAppendsEachEventOnce(t *testing.T) {
 	d2 := relay.WithDelivery(ctx, relay.Delivery{Name: "n", Token: 2})
 	require.NoError(t, h2.OnEvents(d2, events(0, 3, 1)))
 	require.NoError(t, h2.OnEvents(d2, events(4, 2)))
-	require.Equal(t, []int64{1, 2, 3, 0, 4}, streamIDs(t, ctx, rdb, stream))
+	require.Equal(t, []int64{1, 2, 3, 0, 4}, testenv.StreamEventIDs(t, ctx, rdb, stream))
 
 	// Once progress is saved, the bookkeeping is emptied with the next batch.
 	h2.Checkpoint(relay.Delivery{Name: "n", Token: 2})
@@ -86,12 +68,12 @@ func TestStreamAppendsEachEventOnce(t *testing.T) {
 	book, err := rdb.HGetAll(ctx, redissink.BookKey(stream, "n")).Result()
 	require.NoError(t, err)
 	require.Equal(t, map[string]string{"token": "2"}, book)
-	require.Equal(t, []int64{1, 2, 3, 0, 4, 5}, streamIDs(t, ctx, rdb, stream))
+	require.Equal(t, []int64{1, 2, 3, 0, 4, 5}, testenv.StreamEventIDs(t, ctx, rdb, stream))
 
 	// The predecessor, had it survived unaware, is fenced off.
 	err = h.OnEvents(dctx, events(6))
 	require.ErrorIs(t, err, redissink.ErrFenced)
-	require.Equal(t, []int64{1, 2, 3, 0, 4, 5}, streamIDs(t, ctx, rdb, stream))
+	require.Equal(t, []int64{1, 2, 3, 0, 4, 5}, testenv.StreamEventIDs(t, ctx, rdb, stream))
 }
 
 func TestStreamSessionRestartKeepsUnsavedRecords(t *testing.T) {
@@ -110,7 +92,7 @@ func TestStreamSessionRestartKeepsUnsavedRecords(t *testing.T) {
 	require.NoError(t, h.OnEvents(dctx, events(1)))
 	h.Checkpoint(d)
 	require.NoError(t, h.OnEvents(dctx, events(3, 2)))
-	require.Equal(t, []int64{1, 2, 3}, streamIDs(t, ctx, rdb, stream))
+	require.Equal(t, []int64{1, 2, 3}, testenv.StreamEventIDs(t, ctx, rdb, stream))
 }
 
 func TestStreamMaxLenTrims(t *testing.T) {
@@ -132,7 +114,7 @@ func TestStreamMaxLenTrims(t *testing.T) {
 	require.NoError(t, err)
 	require.GreaterOrEqual(t, n, int64(100), "at least MAXLEN entries kept")
 	require.Less(t, n, int64(1000), "older entries trimmed")
-	ids := streamIDs(t, ctx, rdb, stream)
+	ids := testenv.StreamEventIDs(t, ctx, rdb, stream)
 	require.Equal(t, int64(999), ids[len(ids)-1], "the newest kept")
 }
 
@@ -161,7 +143,7 @@ func TestBothModePublishesWhatItAppends(t *testing.T) {
 		published = append(published, ev.EventID)
 	}
 	require.Equal(t, []int64{5, 3, 9, 7}, published)
-	require.Equal(t, published, streamIDs(t, ctx, rdb, stream))
+	require.Equal(t, published, testenv.StreamEventIDs(t, ctx, rdb, stream))
 }
 
 func TestConfigValidation(t *testing.T) {
