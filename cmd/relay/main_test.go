@@ -60,6 +60,11 @@ func TestCLIBadInput(t *testing.T) {
 		{"bad log level after the command", []string{"status", "--log-level=loud"}, `invalid log level "loud"`},
 		{"global flag after the command", []string{"status", "--database-url", bareURL}, "run `relay migrate`"},
 		{"bad batch size", []string{"--database-url", dbURL, "run", "--batch-size", "-5"}, "--batch-size must be between"},
+		{"bad redis mode", []string{"--database-url", dbURL, "--redis-url", testenv.RedisURL(), "run", "--redis-mode", "queue"}, `invalid --redis-mode: redis mode "queue" is not one of pubsub, stream, both`},
+		{"bad redis pubsub", []string{"--database-url", dbURL, "--redis-url", testenv.RedisURL(), "run", "--redis-pubsub", "loud"}, `invalid --redis-pubsub`},
+		{"negative stream maxlen", []string{"--database-url", dbURL, "--redis-url", testenv.RedisURL(), "run", "--redis-mode", "stream", "--stream-maxlen", "-1"}, "invalid --stream-maxlen -1"},
+		{"stream without redis", []string{"--database-url", dbURL, "run", "--redis-mode", "stream"}, "--redis-mode needs --redis-url"},
+		{"cluster without redis", []string{"--database-url", dbURL, "--redis-cluster", "run"}, "--redis-cluster needs --redis-url"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
