@@ -9,9 +9,15 @@
 #   TEST_DATABASE_URL  PostgreSQL superuser URL the tests create databases on
 #                      (default postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable)
 #   TEST_REDIS_URL     Redis the tests publish to (default redis://127.0.0.1:6379/0)
+#   TEST_REDIS_CLUSTER_URL
+#                      Redis Cluster the cluster tests use, in go-redis's form
+#                      redis://host1:port1?addr=host2:port2&addr=host3:port3
+#                      (no default: no shared cluster runs here)
 # When a server left at its default does not answer, a throw-away one is
 # started in a temporary directory and removed when the script exits. A URL
 # set explicitly is used as it is: if it does not answer, the script fails.
+# The tests (not the benchmarks) also get a throw-away Redis Cluster of three
+# masters on every run, unless TEST_REDIS_CLUSTER_URL names one.
 # Servers this script did not start are never stopped or reconfigured.
 #
 # Test databases (named pgrelay_test_*) that nobody is connected to are
@@ -30,6 +36,8 @@ readonly TEST_DATABASE_PREFIX='pgrelay_test_'
 pg_dir=''        # temporary directory holding the PostgreSQL cluster
 pg_bin=''        # directory of initdb and pg_ctl
 redis_dir=''     # temporary directory holding redis.pid and redis.log
+cluster_dir=''   # temporary directory holding the Redis Cluster nodes' files
+cluster_ports=() # ports of the cluster nodes, each added before it starts
 
 usage() {
 	sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"
@@ -87,14 +95,32 @@ port_in_use() {
 	(: <>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-# free_port prints the first port from $1 on that nothing listens on.
+# free_port prints the first port from $1 on that nothing listens on, nor on
+# that port plus any further argument: a Redis Cluster node also listens on
+# its cluster bus port, port+10000.
 free_port() {
 	local port=$1
-	while port_in_use "$port"; do
+	until ports_free "$port" "${@:2}"; do
 		port=$((port + 1))
 		((port < $1 + 100)) || die "no free port in $1..$port"
 	done
 	echo "$port"
+}
+
+# ports_free succeeds when nothing listens on port $1, nor on $1 plus any
+# further argument.
+ports_free() {
+	local offset
+	for offset in 0 "${@:2}"; do
+		! port_in_use $(($1 + offset)) || return 1
+	done
+}
+
+# cluster_ok succeeds when the Redis at URL $1 is a cluster node that sees
+# every slot served (cluster_state:ok). Of a go-redis cluster URL it asks the
+# first node: redis-cli does not know the ?addr= part.
+cluster_ok() {
+	[[ $(timeout 10 redis-cli -u "${1%%\?*}" cluster info 2>/dev/null) == *cluster_state:ok* ]]
 }
 
 # ---------------------------------------------------------------------------
@@ -105,8 +131,12 @@ cleanup() {
 	# Cleanup must finish even where a step fails.
 	set +e
 	if [[ -n $redis_dir ]]; then
-		stop_redis
+		stop_redis "$redis_dir/redis.pid"
 		rm -rf "$redis_dir"
+	fi
+	if [[ -n $cluster_dir ]]; then
+		stop_cluster
+		rm -rf "$cluster_dir"
 	fi
 	if [[ -n $pg_dir ]]; then
 		[[ -f $pg_dir/data/postmaster.pid ]] &&
@@ -193,17 +223,94 @@ start_redis() {
 	note "started throw-away Redis on 127.0.0.1:$port"
 }
 
-# stop_redis stops the Redis this script started, found by its own pid file.
+# running succeeds while process $1 runs. A zombie has exited: only its
+# parent (init, for a daemon) has yet to reap it, which some container inits
+# do only every few seconds. Without ps, kill -0 alone decides.
+running() {
+	kill -0 "$1" 2>/dev/null && [[ $(ps -o stat= -p "$1" 2>/dev/null) != Z* ]]
+}
+
+# stop_redis stops a Redis this script started, found by its own pid file $1.
 stop_redis() {
 	local pid tries=0
-	pid=$(cat "$redis_dir/redis.pid" 2>/dev/null) || return 0
+	pid=$(cat "$1" 2>/dev/null) || return 0
 	kill "$pid" 2>/dev/null || return 0
-	while kill -0 "$pid" 2>/dev/null; do
+	while running "$pid"; do
 		if ((++tries > 50)); then
 			kill -KILL "$pid" 2>/dev/null
 			return 0
 		fi
 		sleep 0.2
+	done
+}
+
+# start_cluster starts a throw-away Redis Cluster of three masters and no
+# replicas: enough for the tests to spread tables over shards and to break
+# one shard's connections. No shared cluster runs on this machine.
+start_cluster() {
+	need_command redis-server redis-server
+	cluster_dir=$(mktemp -d "${TMPDIR:-/tmp}/pgrelay-cluster.XXXXXX")
+	# Bus ports are port+10000 and Redis refuses any above 65535, so the
+	# nodes take ports from 47000 on and their buses from 57000 on.
+	local port=47000 addrs=()
+	for _ in 1 2 3; do
+		port=$(free_port "$port" 10000)
+		start_cluster_node "$port"
+		addrs+=("127.0.0.1:$port")
+		port=$((port + 1))
+	done
+
+	redis-cli --cluster create "${addrs[@]}" --cluster-replicas 0 --cluster-yes \
+		>"$cluster_dir/create.log" 2>&1 ||
+		die "redis-cli --cluster create failed: $(tail -n 5 "$cluster_dir/create.log")"
+	# Each node reports cluster_state:ok once it has learnt, over the
+	# bus, which master serves every slot.
+	local tries=0
+	for port in "${cluster_ports[@]}"; do
+		until cluster_ok "redis://127.0.0.1:$port"; do
+			((++tries < 300)) ||
+				die "Redis Cluster node on port $port does not reach cluster_state:ok: $(tail -n 5 "$cluster_dir/redis-$port.log")"
+			sleep 0.1
+		done
+	done
+
+	TEST_REDIS_CLUSTER_URL="redis://${addrs[0]}?addr=${addrs[1]}&addr=${addrs[2]}"
+	note "started throw-away Redis Cluster on ${addrs[*]} (files in $cluster_dir)"
+}
+
+# start_cluster_node starts one empty cluster node on port $1, its files
+# named after the port, and waits for its pid file.
+start_cluster_node() {
+	local port=$1 tries=0
+	# Recorded first, so that cleanup looks for this node's pid file even
+	# when the script is stopped while the node starts.
+	cluster_ports+=("$port")
+	# No persistence: the data lives only as long as this run.
+	redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+		--cluster-enabled yes --cluster-config-file "$cluster_dir/nodes-$port.conf" \
+		--daemonize yes --pidfile "$cluster_dir/redis-$port.pid" --dir "$cluster_dir" \
+		--logfile "$cluster_dir/redis-$port.log" ||
+		die "redis-server did not start on port $port"
+	# The daemon writes its pid file once it listens: from then on cleanup
+	# can stop it, and the next node's free_port sees the port taken.
+	until [[ -s $cluster_dir/redis-$port.pid ]]; do
+		((++tries < 100)) ||
+			die "Redis Cluster node on port $port did not start: $(tail -n 5 "$cluster_dir/redis-$port.log")"
+		sleep 0.1
+	done
+}
+
+# stop_cluster stops the cluster nodes this script started, each found by its
+# own pid file. A node that was starting when the script was stopped writes
+# its pid file a moment later, hence the short wait for a missing one.
+stop_cluster() {
+	local port tries
+	for port in "${cluster_ports[@]}"; do
+		tries=0
+		until [[ -s $cluster_dir/redis-$port.pid ]] || ((++tries > 10)); do
+			sleep 0.1
+		done
+		stop_redis "$cluster_dir/redis-$port.pid"
 	done
 }
 
@@ -248,6 +355,19 @@ setup_servers() {
 	export TEST_DATABASE_URL TEST_REDIS_URL
 	note "PostgreSQL: $(redact "$TEST_DATABASE_URL")"
 	note "Redis:      $(redact "$TEST_REDIS_URL")"
+}
+
+# setup_cluster chooses the Redis Cluster for the cluster tests: the one
+# TEST_REDIS_CLUSTER_URL names, used as it is, or else a throw-away one.
+setup_cluster() {
+	if [[ -n ${TEST_REDIS_CLUSTER_URL:-} ]]; then
+		cluster_ok "$TEST_REDIS_CLUSTER_URL" ||
+			die "Redis Cluster at TEST_REDIS_CLUSTER_URL=$(redact "$TEST_REDIS_CLUSTER_URL") does not answer with cluster_state:ok"
+	else
+		start_cluster
+	fi
+	export TEST_REDIS_CLUSTER_URL
+	note "Cluster:    $(redact "$TEST_REDIS_CLUSTER_URL")"
 }
 
 # ---------------------------------------------------------------------------
@@ -353,6 +473,7 @@ need_pgbench() {
 
 cmd_test() {
 	setup_servers
+	setup_cluster
 	want_pgbouncer
 	need_pgbench
 	drop_leftover_databases
