@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	redissink "github.com/pgrelay/pgrelay/handlers/redis"
@@ -13,16 +14,29 @@ import (
 )
 
 // TestCLIRunBothModes: `relay run --redis-mode both` publishes each event
-// and appends it to the table's stream, the same JSON in the same order.
+// and appends it to the table's stream, the same JSON in the same order, on
+// one Redis and (sharded pub/sub) on a Redis Cluster.
 func TestCLIRunBothModes(t *testing.T) {
+	t.Run("redis", func(t *testing.T) {
+		rdb := testenv.Redis(t)
+		testCLIRunBoth(t, rdb, rdb.Subscribe, "--redis-url", testenv.RedisURL())
+	})
+	t.Run("cluster", func(t *testing.T) {
+		rc := testenv.RedisCluster(t)
+		testCLIRunBoth(t, rc, rc.SSubscribe, "--redis-cluster", "--redis-url", testenv.RedisClusterURL())
+	})
+}
+
+func testCLIRunBoth(t *testing.T, rdb redis.UniversalClient,
+	subscribe func(context.Context, ...string) *redis.PubSub, redisFlags ...string) {
 	ctx := testenv.Context(t)
 	dbURL := testenv.NewDatabase(t)
 	pool := testenv.Pool(t, dbURL)
 	table := testenv.UniqueName("orders_")
 	stream := "public." + table + ".cdc_events"
-	rdb := testenv.Redis(t)
 	t.Cleanup(func() {
-		rdb.Del(context.Background(), stream, redissink.BookKey(stream, relay.DefaultName))
+		rdb.Del(context.Background(), stream)
+		rdb.Del(context.Background(), redissink.BookKey(stream, relay.DefaultName))
 	})
 	_, err := pool.Exec(ctx, `CREATE TABLE `+table+` (id int PRIMARY KEY, total numeric)`)
 	require.NoError(t, err)
@@ -31,15 +45,15 @@ func TestCLIRunBothModes(t *testing.T) {
 	_, err = pool.Exec(ctx, `INSERT INTO `+table+` VALUES (1, 9.99), (2, 0.01)`)
 	require.NoError(t, err)
 
-	sub := rdb.Subscribe(ctx, stream)
+	sub := subscribe(ctx, stream)
 	defer sub.Close()
 	_, err = sub.Receive(ctx)
 	require.NoError(t, err)
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		_, _, err := runCLI(runCtx, "--database-url", dbURL, "--redis-url", testenv.RedisURL(),
-			"run", "--redis-mode", "both", "--stream-maxlen", "0")
+		args := append([]string{"--database-url", dbURL}, redisFlags...)
+		_, _, err := runCLI(runCtx, append(args, "run", "--redis-mode", "both", "--stream-maxlen", "0")...)
 		done <- err
 	}()
 	var published []string
