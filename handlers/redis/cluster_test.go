@@ -36,14 +36,7 @@ func TestClusterBothModeAcrossShards(t *testing.T) {
 			rc.Del(context.Background(), redissink.BookKey(stream, "n"))
 		})
 	}
-	// One subscription per channel: SSUBSCRIBE takes channels of one slot.
-	subs := make([]*goredis.PubSub, len(streams))
-	for i, stream := range streams {
-		subs[i] = rc.SSubscribe(ctx, stream)
-		defer subs[i].Close()
-		_, err := subs[i].Receive(ctx)
-		require.NoError(t, err)
-	}
+	subs := shardedSubscriptions(t, ctx, rc, streams)
 
 	// Events of both tables, interleaved, ids increasing.
 	batch := func(from, to int64) []relay.Event {
@@ -74,16 +67,7 @@ func TestClusterBothModeAcrossShards(t *testing.T) {
 	}
 
 	for i, stream := range streams {
-		var received []int64
-		for len(received) < 60 {
-			msg, err := subs[i].ReceiveMessage(ctx)
-			require.NoError(t, err)
-			var ev struct {
-				EventID int64 `json:"event_id"`
-			}
-			require.NoError(t, json.Unmarshal([]byte(msg.Payload), &ev))
-			received = append(received, ev.EventID)
-		}
+		received := receiveIDs(t, ctx, subs[i], 60)
 		var want []int64
 		for id := int64(1); id <= 120; id++ {
 			if int(id%2) == i {
@@ -93,6 +77,57 @@ func TestClusterBothModeAcrossShards(t *testing.T) {
 		require.Equal(t, want, testenv.StreamEventIDs(t, ctx, rc, stream), "stream %s", stream)
 		require.Equal(t, want, received, "sharded channel %s", stream)
 	}
+}
+
+// TestClusterShardedPubSub: pub/sub mode on a cluster SPUBLISHes each
+// table's events on its own shard.
+func TestClusterShardedPubSub(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	rc := testenv.RedisCluster(t)
+	tables := testenv.TablesOnShards(t, rc, 2)
+	h := newHandler(t, redissink.Config{Client: rc})
+	channels := []string{route.Channel("public", tables[0]), route.Channel("public", tables[1])}
+	subs := shardedSubscriptions(t, ctx, rc, channels)
+	var events []relay.Event
+	for id := int64(1); id <= 10; id++ {
+		events = append(events, relay.Event{ID: id, Schema: "public", Table: tables[id%2],
+			Action: relay.ActionDelete, Key: json.RawMessage("1")})
+	}
+	require.NoError(t, h.OnEvents(ctx, events))
+	require.Equal(t, []int64{2, 4, 6, 8, 10}, receiveIDs(t, ctx, subs[0], 5))
+	require.Equal(t, []int64{1, 3, 5, 7, 9}, receiveIDs(t, ctx, subs[1], 5))
+}
+
+// shardedSubscriptions SSUBSCRIBEs to each channel on a connection of its
+// own (one SSUBSCRIBE takes channels of one slot only), confirmed, closed
+// with the test.
+func shardedSubscriptions(t *testing.T, ctx context.Context, rc *goredis.ClusterClient, channels []string) []*goredis.PubSub {
+	t.Helper()
+	subs := make([]*goredis.PubSub, len(channels))
+	for i, ch := range channels {
+		subs[i] = rc.SSubscribe(ctx, ch)
+		t.Cleanup(func() { _ = subs[i].Close() })
+		_, err := subs[i].Receive(ctx)
+		require.NoError(t, err)
+	}
+	return subs
+}
+
+// receiveIDs returns the event ids of the next n messages of sub.
+func receiveIDs(t *testing.T, ctx context.Context, sub *goredis.PubSub, n int) []int64 {
+	t.Helper()
+	var ids []int64
+	for len(ids) < n {
+		msg, err := sub.ReceiveMessage(ctx)
+		require.NoError(t, err)
+		var ev struct {
+			EventID int64 `json:"event_id"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(msg.Payload), &ev))
+		ids = append(ids, ev.EventID)
+	}
+	return ids
 }
 
 func TestBookKeySharesTheStreamSlot(t *testing.T) {
