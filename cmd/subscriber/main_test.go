@@ -1,92 +1,241 @@
 package main
 
 import (
-	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/pgrelay/pgrelay/internal/testenv"
+	"github.com/pgrelay/pgrelay/relay"
 )
 
-func TestChannels(t *testing.T) {
-	tests := []struct {
-		args            []string
-		chans, patterns []string
-	}{
-		{nil, nil, []string{"*.cdc_events"}},
-		{[]string{"public.users"}, []string{"public.users.cdc_events"}, nil},
-		{[]string{"users"}, []string{"public.users.cdc_events"}, nil},
-		{[]string{"shop.orders.cdc_events"}, []string{"shop.orders.cdc_events"}, nil},
-		{[]string{"shop.*"}, nil, []string{"shop.*.cdc_events"}},
-		{[]string{"a.b", "*.cdc_events"}, []string{"a.b.cdc_events"}, []string{"*.cdc_events"}},
+// binDir holds the subscriber binary the subprocess tests build.
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "subscriber-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
-	for _, tt := range tests {
-		chans, patterns := channels(tt.args)
-		require.Equal(t, tt.chans, chans, tt.args)
-		require.Equal(t, tt.patterns, patterns, tt.args)
-	}
+	binDir = dir
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
 }
 
-// lockedBuffer lets the test read what the subscriber writes concurrently.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-	got chan struct{}
+var (
+	buildOnce sync.Once
+	buildErr  error
+)
+
+// subscriberBinary builds the command once, for the tests that run it as a
+// process of its own (to kill it), and returns its path.
+func subscriberBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(binDir, "subscriber")
+	buildOnce.Do(func() {
+		goTool, err := exec.LookPath("go")
+		if err != nil {
+			goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+		}
+		out, err := exec.Command(goTool, "build", "-o", bin, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	require.NoError(t, buildErr)
+	return bin
 }
 
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	defer func() {
+// lineLog collects what a subscriber writes, for a test to wait on.
+type lineLog struct {
+	mu      sync.Mutex
+	buf     []byte
+	changed chan struct{} // closed, and replaced, at each write and at the end
+	ended   bool
+}
+
+func newLineLog() *lineLog { return &lineLog{changed: make(chan struct{})} }
+
+func (l *lineLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf = append(l.buf, p...)
+	close(l.changed)
+	l.changed = make(chan struct{})
+	return len(p), nil
+}
+
+// end records that nothing more will be written.
+func (l *lineLog) end() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.ended = true
+	close(l.changed)
+	l.changed = make(chan struct{})
+}
+
+func (l *lineLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return string(l.buf)
+}
+
+// lines returns the complete lines written so far.
+func (l *lineLog) lines() []string {
+	s := l.String()
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		return strings.Split(s[:i], "\n")
+	}
+	return nil
+}
+
+// waitUntil waits until cond holds for what was written, failing the test
+// when the writer ends first or ctx does.
+func (l *lineLog) waitUntil(t *testing.T, ctx context.Context, what string, cond func(string) bool) {
+	t.Helper()
+	for {
+		l.mu.Lock()
+		s, ended, changed := string(l.buf), l.ended, l.changed
+		l.mu.Unlock()
+		if cond(s) {
+			return
+		}
+		if ended {
+			t.Fatalf("ended before %s; got:\n%s", what, s)
+		}
 		select {
-		case b.got <- struct{}{}:
-		default:
+		case <-changed:
+		case <-ctx.Done():
+			t.Fatalf("never %s; got:\n%s", what, s)
 		}
-	}()
-	return b.buf.Write(p)
+	}
 }
 
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+// waitFor waits until s was written.
+func (l *lineLog) waitFor(t *testing.T, ctx context.Context, s string) {
+	t.Helper()
+	l.waitUntil(t, ctx, fmt.Sprintf("saw %q", s), func(got string) bool { return strings.Contains(got, s) })
 }
 
-func TestSubscriberPrintsEachMessageAsALine(t *testing.T) {
-	t.Parallel()
-	ctx := testenv.Context(t)
-	rdb := testenv.Redis(t)
-	table := testenv.UniqueName("sub_")
-	out := &lockedBuffer{got: make(chan struct{}, 1)}
-	var errOut lockedBuffer
-	errOut.got = make(chan struct{}, 1)
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
+// waitLines waits until n lines were written and returns them.
+func (l *lineLog) waitLines(t *testing.T, ctx context.Context, n int) []string {
+	t.Helper()
+	l.waitUntil(t, ctx, fmt.Sprintf("saw %d lines", n), func(got string) bool { return strings.Count(got, "\n") >= n })
+	return l.lines()
+}
+
+// appRun is the command running in the test's process.
+type appRun struct {
+	stdout, stderr *lineLog
+	cancel         context.CancelFunc
+	done           chan error
+}
+
+// runApp runs the command with args (after the command name) in a
+// goroutine.
+func runApp(ctx context.Context, args ...string) *appRun {
+	ctx, cancel := context.WithCancel(ctx)
+	r := &appRun{stdout: newLineLog(), stderr: newLineLog(), cancel: cancel, done: make(chan error, 1)}
 	go func() {
-		done <- newApp(out, &errOut).RunContext(runCtx, []string{"subscriber", "--redis-url", testenv.RedisURL(), "public." + table})
+		err := newApp(r.stdout, r.stderr).RunContext(ctx, append([]string{"subscriber"}, args...))
+		r.stdout.end()
+		r.stderr.end()
+		r.done <- err
 	}()
-	waitFor := func(b *lockedBuffer, s string) {
-		for !strings.Contains(b.String(), s) {
-			select {
-			case <-b.got:
-			case <-ctx.Done():
-				t.Fatalf("never saw %q", s)
-			}
-		}
-	}
-	waitFor(&errOut, "subscribed to public."+table+".cdc_events")
-	for _, m := range []string{`{"n":1}`, `{"n":2}`} {
-		require.NoError(t, rdb.Publish(ctx, "public."+table+".cdc_events", m).Err())
-	}
-	waitFor(out, `{"n":2}`)
-	stop()
-	require.NoError(t, <-done)
-	require.Equal(t, "{\"n\":1}\n{\"n\":2}\n", out.String())
+	return r
+}
 
-	err := newApp(out, &errOut).Run([]string{"subscriber", "--redis-url", "redis://:secret@127.0.0.1:1"})
-	require.ErrorContains(t, err, "connect to redis redis://:xxxxx@127.0.0.1:1")
+// wait waits for the command to end by itself and returns its error.
+func (r *appRun) wait(t *testing.T, ctx context.Context) error {
+	t.Helper()
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		t.Fatalf("the subscriber did not exit; stderr:\n%s", r.stderr)
+		return nil
+	}
+}
+
+// stop stops the command as a signal would and returns its error.
+func (r *appRun) stop(t *testing.T, ctx context.Context) error {
+	t.Helper()
+	r.cancel()
+	return r.wait(t, ctx)
+}
+
+// proc is the command running as a process of its own.
+type proc struct {
+	cmd            *exec.Cmd
+	stdout, stderr *lineLog
+	exited         chan struct{}
+	err            error
+}
+
+// startProc starts the built command with args; it is killed when the test
+// ends.
+func startProc(t *testing.T, args ...string) *proc {
+	t.Helper()
+	p := &proc{stdout: newLineLog(), stderr: newLineLog(), exited: make(chan struct{})}
+	p.cmd = exec.Command(subscriberBinary(t), args...)
+	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
+	require.NoError(t, p.cmd.Start())
+	go func() {
+		p.err = p.cmd.Wait()
+		p.stdout.end()
+		p.stderr.end()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+	})
+	return p
+}
+
+// signal sends sig to the process and waits for it to exit.
+func (p *proc) signal(t *testing.T, ctx context.Context, sig syscall.Signal) {
+	t.Helper()
+	require.NoError(t, p.cmd.Process.Signal(sig))
+	select {
+	case <-p.exited:
+	case <-ctx.Done():
+		t.Fatal("the subscriber process did not exit")
+	}
+}
+
+// event returns the event JSON of a change to public.table, numbered n.
+func event(table string, action relay.Action, n int) string {
+	e := relay.Event{ID: int64(n), Txid: 7, Timestamp: time.Date(2026, 11, 22, 10, 1, 2, 0, time.UTC),
+		Schema: "public", Table: table, Action: action, Key: json.RawMessage(fmt.Sprint(n)),
+		Data: json.RawMessage(fmt.Sprintf(`{"id":%d,"name":"n%d"}`, n, n))}
+	if action == relay.ActionUpdate {
+		e.Changes = json.RawMessage(fmt.Sprintf(`[{"field":"name","old":"o%d","new":"n%d"}]`, n, n))
+	}
+	b, err := e.MarshalJSON()
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
+
+// inserts returns the event JSON of inserts from to to (inclusive).
+func inserts(table string, from, to int) []string {
+	var out []string
+	for n := from; n <= to; n++ {
+		out = append(out, event(table, relay.ActionInsert, n))
+	}
+	return out
 }
