@@ -15,9 +15,11 @@
 // to the run, so that its Redis channel cannot collide with anyone else's.
 // The TPC-B write comparison has a database of its own besides,
 // pgrelay_bench_<random>_tpcb, dropped likewise. Every process it starts
-// (the relay binary, pgbench, subscriber processes, which are this binary
-// run with -subscriber-process) is stopped when its measurement ends, also
-// on error and Ctrl-C, and killed by the kernel should the suite itself be.
+// (the relay binary, pgbench, subscriber and stream consumer processes,
+// which are this binary run with -subscriber-process or
+// -stream-consumer-process) is stopped when its measurement ends, also on
+// error and Ctrl-C, and killed by the kernel should the suite itself be.
+// The streams a measurement appends to are deleted when it ends.
 //
 // Timings are never assertions: every figure is reported with its target
 // and whether it was met. The exit status is non-zero only when a
@@ -193,6 +195,7 @@ func run() int {
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run, in-process relays included, to `FILE`")
 	subChannel := flag.String(subscriberProcessFlag, "", "internal, used by the suite itself: be a subscriber process on `CHANNEL` (see subprocess.go)")
 	subRecord := flag.Bool(subscriberRecordFlag, false, "internal: with -"+subscriberProcessFlag+", record latencies")
+	consumeStream := flag.String(streamConsumerProcessFlag, "", "internal, used by the suite itself: be a stream consumer process on `STREAM` (see subprocess.go)")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "bench: unexpected argument %q\n", flag.Arg(0))
@@ -200,6 +203,9 @@ func run() int {
 	}
 	if *subChannel != "" {
 		return runSubscriberProcess(*subChannel, *subRecord)
+	}
+	if *consumeStream != "" {
+		return runStreamConsumerProcess(*consumeStream)
 	}
 	selected, err := selectBenchmarks(*only)
 	if err != nil {

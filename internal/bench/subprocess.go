@@ -18,13 +18,15 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// The flags that make the suite's own binary a subscriber process.
+// The flags that make the suite's own binary a reader process: a
+// subscriber, or a stream consumer (streamconsumer.go).
 const (
-	subscriberProcessFlag = "subscriber-process"
-	subscriberRecordFlag  = "record"
+	subscriberProcessFlag     = "subscriber-process"
+	subscriberRecordFlag      = "record"
+	streamConsumerProcessFlag = "stream-consumer-process"
 )
 
-// subscriberReply is one line a subscriber process writes on its standard
+// subscriberReply is one line a reader process writes on its standard
 // output, as JSON: first {"subscribed":true}, then one reply per request.
 type subscriberReply struct {
 	Subscribed bool `json:"subscribed,omitempty"`
@@ -44,14 +46,58 @@ type subscriberReply struct {
 // subscriber (subscriber.go) on channel, in a process of its own, so that
 // what it measures is not shared with the writers' or the relay's runtime.
 // It writes {"subscribed":true} once Redis has confirmed the subscription,
-// then reads requests from standard input, one number a line: wait until
-// that many messages in all have arrived, then reply. It exits when its
-// input ends.
+// then serves requests (see runReaderProcess).
 func runSubscriberProcess(channel string, record bool) int {
+	return runReaderProcess("subscriber process", func(ctx context.Context, e *env) (reader, error) {
+		sub, err := e.subscribe(ctx, channel)
+		if err != nil {
+			return reader{}, err
+		}
+		r := reader{counter: sub.counter, close: sub.close}
+		if record {
+			sub.startRecording()
+			r.samples = func() ([]time.Duration, int) {
+				s, bad := sub.takeSamples()
+				sub.startRecording()
+				return s, bad
+			}
+		}
+		return r, nil
+	})
+}
+
+// runStreamConsumerProcess is the whole of a stream consumer process: the
+// suite's stream consumer (streamconsumer.go) on stream, from its first
+// entry. It writes {"subscribed":true} once connected, then serves requests
+// (see runReaderProcess).
+func runStreamConsumerProcess(stream string) int {
+	return runReaderProcess("stream consumer process", func(ctx context.Context, e *env) (reader, error) {
+		c, err := e.consumeStream(ctx, stream)
+		if err != nil {
+			return reader{}, err
+		}
+		return reader{counter: c.counter, close: c.close}, nil
+	})
+}
+
+// reader is what a reader process serves requests on.
+type reader struct {
+	*counter
+	// samples, when not nil, returns the latencies recorded since it was
+	// last called, and how many messages had no readable timestamp.
+	samples func() ([]time.Duration, int)
+	close   func()
+}
+
+// runReaderProcess opens a reader with open and, once it has, writes
+// {"subscribed":true}, then reads requests from standard input, one number
+// a line: wait until that many messages in all have arrived, then reply. It
+// exits when its input ends.
+func runReaderProcess(what string, open func(context.Context, *env) (reader, error)) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	fail := func(err error) int {
-		fmt.Fprintf(os.Stderr, "bench subscriber process: %v\n", err)
+		fmt.Fprintf(os.Stderr, "bench %s: %v\n", what, err)
 		return 1
 	}
 	opts, err := redis.ParseURL(envOr("TEST_REDIS_URL", defaultRedisURL))
@@ -59,14 +105,11 @@ func runSubscriberProcess(channel string, record bool) int {
 		return fail(fmt.Errorf("TEST_REDIS_URL: %w", err))
 	}
 	e := &env{redis: opts, started: time.Now()}
-	sub, err := e.subscribe(ctx, channel)
+	rd, err := open(ctx, e)
 	if err != nil {
 		return fail(err)
 	}
-	defer sub.close()
-	if record {
-		sub.startRecording()
-	}
+	defer rd.close()
 	out := json.NewEncoder(os.Stdout)
 	if err := out.Encode(subscriberReply{Subscribed: true}); err != nil {
 		return fail(err)
@@ -79,17 +122,16 @@ func runSubscriberProcess(channel string, record bool) int {
 			// The suite times the wait out itself and then ends this
 			// process; this timeout only bounds an orphan.
 			var at time.Time
-			if at, err = sub.wait(ctx, n, time.Hour); err == nil {
+			if at, err = rd.wait(ctx, n, time.Hour); err == nil {
 				r.At = at.UnixNano()
 			}
 		}
 		if err != nil {
 			r.Err = err.Error()
 		}
-		r.Count = sub.count.Load()
-		if record {
-			samples, bad := sub.takeSamples()
-			sub.startRecording()
+		r.Count = rd.count.Load()
+		if rd.samples != nil {
+			samples, bad := rd.samples()
 			r.Bad = bad
 			r.Latencies = make([]int64, len(samples))
 			for i, s := range samples {
@@ -103,8 +145,10 @@ func runSubscriberProcess(channel string, record bool) int {
 	return 0
 }
 
-// subscriberProcess is the suite's side of a subscriber process.
+// subscriberProcess is the suite's side of a reader process: a subscriber
+// or a stream consumer.
 type subscriberProcess struct {
+	what    string // "subscriber process", "stream consumer process"
 	cmd     *exec.Cmd
 	stdin   io.WriteCloser
 	replies chan subscriberReply
@@ -118,13 +162,26 @@ type subscriberProcess struct {
 // process on channel, recording latencies if record is set, and returns
 // once Redis has confirmed its subscription.
 func (e *env) startSubscriberProcess(ctx context.Context, channel string, record bool) (*subscriberProcess, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, fmt.Errorf("find the suite's binary for a subscriber process: %w", err)
-	}
 	args := []string{"-" + subscriberProcessFlag, channel}
 	if record {
 		args = append(args, "-"+subscriberRecordFlag)
+	}
+	return e.startReaderProcess(ctx, "subscriber process", channel, args)
+}
+
+// startStreamConsumerProcess starts the suite's own binary as a stream
+// consumer process reading stream from its first entry, and returns once
+// it has connected.
+func (e *env) startStreamConsumerProcess(ctx context.Context, stream string) (*subscriberProcess, error) {
+	return e.startReaderProcess(ctx, "stream consumer process", stream, []string{"-" + streamConsumerProcessFlag, stream})
+}
+
+// startReaderProcess starts the suite's own binary with args, as the reader
+// process what on key, and returns once it has said it is ready.
+func (e *env) startReaderProcess(ctx context.Context, what, key string, args []string) (*subscriberProcess, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find the suite's binary for a %s: %w", what, err)
 	}
 	cmd := exec.Command(self, args...)
 	cmd.Env = append(os.Environ(), "TEST_REDIS_URL="+e.redisURL)
@@ -141,9 +198,9 @@ func (e *env) startSubscriberProcess(ctx context.Context, channel string, record
 		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start subscriber process: %w", err)
+		return nil, fmt.Errorf("start %s: %w", what, err)
 	}
-	s := &subscriberProcess{cmd: cmd, stdin: stdin, replies: make(chan subscriberReply),
+	s := &subscriberProcess{what: what, cmd: cmd, stdin: stdin, replies: make(chan subscriberReply),
 		closing: make(chan struct{}), exited: make(chan struct{})}
 	go func() {
 		defer close(s.exited)
@@ -170,7 +227,7 @@ func (e *env) startSubscriberProcess(ctx context.Context, channel string, record
 	}
 	if err != nil {
 		s.close()
-		return nil, fmt.Errorf("subscriber process on %s: %w", channel, err)
+		return nil, fmt.Errorf("%s on %s: %w", what, key, err)
 	}
 	return s, nil
 }
@@ -186,9 +243,9 @@ func (s *subscriberProcess) reply(ctx context.Context, timeout time.Duration) (s
 		}
 		return r, nil
 	case <-s.exited:
-		return subscriberReply{}, fmt.Errorf("the subscriber process exited: %s", s.cmd.ProcessState)
+		return subscriberReply{}, fmt.Errorf("the %s exited: %s", s.what, s.cmd.ProcessState)
 	case <-t.C:
-		return subscriberReply{}, fmt.Errorf("no reply from the subscriber process within %s", timeout)
+		return subscriberReply{}, fmt.Errorf("no reply from the %s within %s", s.what, timeout)
 	case <-ctx.Done():
 		return subscriberReply{}, ctx.Err()
 	}
@@ -199,7 +256,7 @@ func (s *subscriberProcess) reply(ctx context.Context, timeout time.Duration) (s
 // takeSamples. After a timeout the process is no longer usable.
 func (s *subscriberProcess) wait(ctx context.Context, n int64, timeout time.Duration) (time.Time, error) {
 	if _, err := fmt.Fprintln(s.stdin, n); err != nil {
-		return time.Time{}, fmt.Errorf("ask the subscriber process: %w", err)
+		return time.Time{}, fmt.Errorf("ask the %s: %w", s.what, err)
 	}
 	r, err := s.reply(ctx, timeout)
 	if err != nil {

@@ -21,25 +21,59 @@ import (
 // through PubSub.Channel, to save a goroutine hop and a channel send per
 // message: at drain rates the subscriber must not be what is measured.
 type subscriber struct {
-	client *redis.Client
-	ps     *redis.PubSub
-	count  atomic.Int64
+	*counter
+	client    *redis.Client
+	ps        *redis.PubSub
+	recording atomic.Bool
+	closing   atomic.Bool
+
+	// samples and badStamps are guarded by counter.mu.
+	samples   []time.Duration
+	badStamps int
+}
+
+// counter counts the messages a reader (a subscriber, a stream consumer)
+// has received and wakes those waiting for a count.
+type counter struct {
+	// what names the reader in errors.
+	what  string
+	count atomic.Int64
 	// lastAt is the arrival time of the latest message, in Unix
 	// nanoseconds, stored before count counts it.
 	lastAt atomic.Int64
 	// watch is the smallest count a waiter is waiting for (MaxInt64 when
 	// none), so that the reader takes the lock only when it may have to
 	// wake someone.
-	watch     atomic.Int64
-	recording atomic.Bool
-	closing   atomic.Bool
-	exited    chan struct{}
+	watch atomic.Int64
+	// exited is closed when the reader stops, with err set unless it was
+	// closed.
+	exited chan struct{}
 
-	mu        sync.Mutex
-	waiters   []waiter
-	samples   []time.Duration
-	badStamps int
-	err       error
+	mu      sync.Mutex
+	waiters []waiter
+	err     error
+}
+
+func newCounter(what string) *counter {
+	c := &counter{what: what, exited: make(chan struct{})}
+	c.watch.Store(math.MaxInt64)
+	return c
+}
+
+// arrived counts k messages that arrived at now, together.
+func (c *counter) arrived(k int64, now time.Time) {
+	c.lastAt.Store(now.UnixNano())
+	n := c.count.Add(k)
+	if n >= c.watch.Load() {
+		c.wake(n, now)
+	}
+}
+
+// stopped records why the reader stopped; nil when it was closed.
+func (c *counter) stopped(err error) {
+	c.mu.Lock()
+	c.err = err
+	c.mu.Unlock()
 }
 
 // receiver is what counts delivered events: the subscriber in this process
@@ -64,8 +98,7 @@ const timestampField = `"timestamp":"`
 // and waits for Redis to confirm
 // the subscription, so that nothing published afterwards can be missed.
 func (e *env) subscribe(ctx context.Context, channel string) (*subscriber, error) {
-	s := &subscriber{client: e.newRedis(), exited: make(chan struct{})}
-	s.watch.Store(math.MaxInt64)
+	s := &subscriber{counter: newCounter("subscriber"), client: e.newRedis()}
 	kind := "subscribe"
 	if strings.Contains(channel, "*") {
 		kind, s.ps = "psubscribe", s.client.PSubscribe(ctx, channel)
@@ -94,21 +127,15 @@ func (s *subscriber) read() {
 		msg, err := s.ps.ReceiveMessage(ctx)
 		if err != nil {
 			if !s.closing.Load() {
-				s.mu.Lock()
-				s.err = err
-				s.mu.Unlock()
+				s.stopped(err)
 			}
 			return
 		}
 		now := time.Now()
-		s.lastAt.Store(now.UnixNano())
-		n := s.count.Add(1)
 		if s.recording.Load() {
 			s.record(now, msg.Payload)
 		}
-		if n >= s.watch.Load() {
-			s.wake(n, now)
-		}
+		s.arrived(1, now)
 	}
 }
 
@@ -136,7 +163,7 @@ func (s *subscriber) record(now time.Time, payload string) {
 
 // wake releases the waiters whose count has been reached, with the arrival
 // time of the message that reached it.
-func (s *subscriber) wake(n int64, at time.Time) {
+func (s *counter) wake(n int64, at time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rest := s.waiters[:0]
@@ -155,7 +182,7 @@ func (s *subscriber) wake(n int64, at time.Time) {
 
 // wait returns when n messages in all have arrived, with the arrival time
 // of the n-th, or an error after timeout.
-func (s *subscriber) wait(ctx context.Context, n int64, timeout time.Duration) (time.Time, error) {
+func (s *counter) wait(ctx context.Context, n int64, timeout time.Duration) (time.Time, error) {
 	ch := make(chan time.Time, 1)
 	s.mu.Lock()
 	s.waiters = append(s.waiters, waiter{n: n, ch: ch})
@@ -181,13 +208,13 @@ func (s *subscriber) wait(ctx context.Context, n int64, timeout time.Duration) (
 	case <-ctx.Done():
 		return time.Time{}, ctx.Err()
 	case <-t.C:
-		return time.Time{}, fmt.Errorf("after %s the subscriber had received %s of %s events", timeout, thousands(s.count.Load()), thousands(n))
+		return time.Time{}, fmt.Errorf("after %s the %s had received %s of %s events", timeout, s.what, thousands(s.count.Load()), thousands(n))
 	case <-s.exited:
-		return time.Time{}, fmt.Errorf("subscriber stopped: %w", s.readErr())
+		return time.Time{}, fmt.Errorf("%s stopped: %w", s.what, s.readErr())
 	}
 }
 
-func (s *subscriber) readErr() error {
+func (s *counter) readErr() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err == nil {
