@@ -373,18 +373,18 @@ type relayProc struct {
 }
 
 // startRelayProcess starts `relay run` on database dbURL (the run's, or
-// another the suite created) and the run's Redis. RELAY_* and LOG_*
-// variables are left out of its environment so that nothing but the
-// defaults and the flags below configures it.
-func (e *env) startRelayProcess(dbURL string) (*relayProc, error) {
+// another the suite created) and the run's Redis, with runFlags, if any,
+// after `run`. RELAY_* and LOG_* variables are left out of its environment
+// so that nothing but the defaults and the flags below configures it.
+func (e *env) startRelayProcess(dbURL string, runFlags ...string) (*relayProc, error) {
 	if e.relayBinErr != nil {
 		return nil, e.relayBinErr
 	}
-	cmd := exec.Command(e.relayBin,
+	cmd := exec.Command(e.relayBin, append([]string{
 		"--database-url", dbURL,
 		"--redis-url", e.redisURL,
 		"--log-level", "warn",
-		"run")
+		"run"}, runFlags...)...)
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
 		if strings.HasPrefix(name, "RELAY_") || strings.HasPrefix(name, "LOG_") {

@@ -175,6 +175,7 @@ var suite = []benchmark{
 	{key: "tpcb", title: "Write overhead: pgbench TPC-B", run: runTPCB, needsBinary: true},
 	{key: "drain", title: "Drain throughput, in-process relay", run: runDrain},
 	{key: "drain-external", title: "Drain throughput, relay and subscriber in processes of their own", run: runDrainExternal, needsBinary: true},
+	{key: "drain-stream", title: "Drain throughput by Redis mode (pub/sub, stream, both), relay and readers in processes of their own", run: runDrainStream, needsBinary: true},
 	{key: "drain-tpcb", title: "Drain throughput, TPC-B backlog, in-process relay", run: runDrainTPCB},
 	{key: "latency", title: "End-to-end latency, in-process relay", run: runLatency},
 	{key: "latency-external", title: "End-to-end latency, relay, writers and subscriber in processes of their own", run: runLatencyExternal, needsBinary: true},
