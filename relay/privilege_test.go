@@ -42,7 +42,7 @@ func newRelayRole(t *testing.T, f fixture) string {
 	f.exec(t, `GRANT CONNECT ON DATABASE `+pgx.Identifier{dbName}.Sanitize()+` TO `+r)
 	f.exec(t, `GRANT USAGE ON SCHEMA cdc TO `+r)
 	f.exec(t, `GRANT SELECT, DELETE ON cdc.outbox TO `+r)
-	f.exec(t, `GRANT SELECT ON cdc.schema_version TO `+r)
+	f.exec(t, `GRANT SELECT ON cdc.schema_version, cdc.code_version TO `+r)
 	f.exec(t, `GRANT SELECT, INSERT, UPDATE ON cdc.relay_cursor TO `+r)
 	f.exec(t, `GRANT SELECT, INSERT, UPDATE ON cdc.failed_event TO `+r)
 	f.exec(t, `GRANT SELECT, INSERT, UPDATE, DELETE ON cdc.relay_instance TO `+r)

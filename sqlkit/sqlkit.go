@@ -1,7 +1,9 @@
 // Package sqlkit is the database side of pgrelay: the schema migrations, the
 // capture trigger and the functions that install it, and the queries the
 // relay runs against the outbox. All of pgrelay's SQL lives in .sql files
-// embedded in this package.
+// embedded in this package: migrations/ (numbered, applied once, tables),
+// functions/ (re-installed by every Migrate when changed) and queries/; the
+// constants they share with the Go code are in constants.go.
 //
 // Everything is installed into the dedicated schema "cdc". The SQL functions
 // are usable from psql as well as from Go:
@@ -27,11 +29,6 @@ import (
 
 // Schema is the PostgreSQL schema that holds pgrelay's tables and functions.
 const Schema = "cdc"
-
-// NotifyChannel is the LISTEN/NOTIFY channel the capture trigger notifies.
-// The payload is the writing transaction's id: a pointer into the outbox,
-// never row data.
-const NotifyChannel = "cdc_events"
 
 // versionTable is tern's bookkeeping table, kept inside the cdc schema.
 const versionTable = Schema + ".schema_version"
@@ -95,7 +92,7 @@ func query(name string) string {
 	if err != nil {
 		panic("sqlkit: missing embedded query " + name)
 	}
-	return string(b)
+	return render(name, string(b))
 }
 
 // Queries are read once at start-up rather than per call.
@@ -147,6 +144,9 @@ func migrateTo(ctx context.Context, db DB, target int) error {
 		}
 		if err := m.MigrateTo(ctx, int32(target)); err != nil {
 			return fmt.Errorf("migrate: %w", err)
+		}
+		if target == LatestVersion() {
+			return installFunctions(ctx, conn)
 		}
 		return nil
 	})
@@ -200,6 +200,13 @@ func CheckSchema(ctx context.Context, db DB) error {
 		return ErrNotMigrated
 	case v > latest:
 		return fmt.Errorf("%w (schema version %d, this pgrelay knows %d)", ErrSchemaTooNew, v, latest)
+	}
+	d, err := installedDigest(ctx, db)
+	if err != nil {
+		return err
+	}
+	if d != functionsDigest {
+		return fmt.Errorf("%w (the installed functions are another pgrelay's)", ErrNotMigrated)
 	}
 	return nil
 }

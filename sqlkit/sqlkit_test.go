@@ -42,6 +42,28 @@ func TestMigrateIsIdempotentAndConcurrent(t *testing.T) {
 	require.NoError(t, sqlkit.CheckSchema(ctx, pool))
 }
 
+// TestFunctionsAreReinstalled: the functions are code installed by Migrate,
+// with the constants filled in; functions another pgrelay installed make
+// CheckSchema ask for a migration, which puts this pgrelay's back.
+func TestFunctionsAreReinstalled(t *testing.T) {
+	t.Parallel()
+	ctx, pool := setup(t, "")
+	var def string
+	require.NoError(t, pool.QueryRow(ctx, `SELECT pg_get_functiondef('cdc.capture()'::regprocedure)`).Scan(&def))
+	require.Contains(t, def, "pg_notify('"+sqlkit.NotifyChannel+"'")
+	require.NotContains(t, def, "{{")
+
+	_, err := pool.Exec(ctx, `UPDATE cdc.code_version SET digest = 'other';
+		CREATE OR REPLACE FUNCTION cdc.row_key(d json, cols text[]) RETURNS json LANGUAGE sql AS 'SELECT NULL::json'`)
+	require.NoError(t, err)
+	require.ErrorIs(t, sqlkit.CheckSchema(ctx, pool), sqlkit.ErrNotMigrated)
+	require.NoError(t, sqlkit.Migrate(ctx, pool))
+	require.NoError(t, sqlkit.CheckSchema(ctx, pool))
+	var key string
+	require.NoError(t, pool.QueryRow(ctx, `SELECT cdc.row_key('{"id": 7}', '{id}')::text`).Scan(&key))
+	require.Equal(t, "7", key, "this pgrelay's cdc.row_key is back")
+}
+
 // TestSchemaFromANewerPgrelayIsRefused: a relay must not misread an outbox
 // that a newer pgrelay has changed, nor try to migrate it backwards.
 func TestSchemaFromANewerPgrelayIsRefused(t *testing.T) {

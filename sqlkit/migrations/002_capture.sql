@@ -1,3 +1,6 @@
+-- History: what this migration installed then. The current functions are in
+-- sqlkit/functions/, installed by every Migrate since migration 8.
+--
 -- Capture: the trigger function and the functions that install it.
 -- Everything here is CREATE OR REPLACE so a later migration can re-install a
 -- changed version of any function without touching the tables.

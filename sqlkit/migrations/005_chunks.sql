@@ -1,3 +1,6 @@
+-- History: what this migration installed then. The current functions are in
+-- sqlkit/functions/, installed by every Migrate since migration 8.
+--
 -- Chunked capture. Inserted, deleted and updated rows are written to the
 -- outbox as chunks: one outbox row per statement (up to 1,000 rows of it,
 -- 512 for updates), holding the row images as a JSON array in "rows" (and

@@ -10,7 +10,7 @@ FROM (
     SELECT o.id + o.events - 1 - greatest(o.id - 1, p.after_id) AS todo,
            o.old_rows IS NOT NULL AS updates, o.changed_at
     FROM unnest($4::xid8[], $5::bigint[]) AS p(txid, after_id)
-    JOIN cdc.outbox o ON o.txid = p.txid AND o.id > p.after_id - 1024
+    JOIN cdc.outbox o ON o.txid = p.txid AND o.id > p.after_id - {{.IDStep}}
                      AND o.id + o.events - 1 > p.after_id
     UNION ALL
     SELECT o.events, o.old_rows IS NOT NULL, o.changed_at

@@ -15,7 +15,7 @@
 --    transactions that may straddle the mark (Cursor.Straddle).
 -- The first row of a partial transaction may be a chunk whose first events
 -- were delivered (a chunk with id c holds event ids c .. c+events-1, and
--- events <= 1024): the caller drops those. Event counts are counts of
+-- events <= {{.IDStep}}): the caller drops those. Event counts are counts of
 -- ids, which overstate updates (two ids per row): a batch of updates may be
 -- smaller than $6.
 --
@@ -133,7 +133,7 @@ partial AS (
         CROSS JOIN LATERAL (SELECT max(l.id) AS last_id FROM cdc.outbox l WHERE l.txid = p.txid) m
         CROSS JOIN LATERAL (
             SELECT * FROM cdc.outbox o
-            WHERE o.txid = p.txid AND o.id > p.after_id - 1024
+            WHERE o.txid = p.txid AND o.id > p.after_id - {{.IDStep}}
               AND o.id + o.events - 1 > p.after_id
             ORDER BY o.txid, o.id
             LIMIT $6

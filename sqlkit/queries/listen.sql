@@ -1,1 +1,1 @@
-LISTEN cdc_events;
+LISTEN {{.NotifyChannel}};

@@ -1,1 +1,1 @@
-SELECT pg_notify('cdc_events', pg_current_xact_id()::text);
+SELECT pg_notify('{{.NotifyChannel}}', pg_current_xact_id()::text);

@@ -1,0 +1,212 @@
+-- The capture trigger function. This file is installed by every Migrate (see
+-- functions.go): edit it in place, never copy it into a migration.
+--
+-- cdc.capture() is the one trigger function behind every captured table. It
+-- runs once per statement (not per row) over the statement's transition
+-- tables, so a 1,000-row INSERT costs one INSERT ... SELECT into the outbox,
+-- and it sends at most one NOTIFY per transaction: the payload is the
+-- transaction id, identical within a transaction, and PostgreSQL folds
+-- identical notifications of one transaction into one. It sends none while
+-- every relay is busy reading the outbox anyway.
+--
+-- SECURITY DEFINER with a pinned search_path: application roles need no
+-- privilege on cdc.*, and a hostile search_path cannot substitute functions
+-- or operators used here.
+--
+-- It never raises for the application's sake: if the table lost its primary
+-- key after CDC was enabled, events are still written, with a NULL key.
+--
+-- Chunks. Inserted, deleted and updated rows are written to the
+-- outbox as chunks: one outbox row per statement (up to {{.InsertChunkRows}} rows of
+-- it, {{.UpdateChunkRows}} for updates), holding the row images as a JSON array in "rows" (and
+-- for updates the old images in "old_rows"). A 1,000-row INSERT then costs
+-- one outbox row and one index entry instead of a thousand, and to_json() of
+-- each row is the only per-row work: measured, this halved what capture adds
+-- to bulk inserts, and the relay, not the trigger, compares old and new rows
+-- of updates (see BENCHMARKS.md).
+--
+-- Event ids stay unique and increasing within a transaction: the id
+-- sequence steps by {{.IDStep}}, and the events of a chunk with id c are c,
+-- c+1, ... c+events-1 (for updates, c+2i, and c+2i+1 when row i changed its
+-- key). Truncates and the rows written before chunks (migration 5) keep one outbox
+-- row per event (events = 1, rows NULL). The view cdc.events shows every
+-- event as its own row, for people and SQL.
+
+CREATE OR REPLACE FUNCTION cdc.capture() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+-- The JSON must not depend on the writer's session settings.
+SET TimeZone = 'UTC'
+SET IntervalStyle = 'postgres'
+SET bytea_output = 'hex'
+SET extra_float_digits = 3
+AS $fn$
+DECLARE
+    keys    text[];
+    onekey  text;
+    written bigint;
+    sch     text := TG_TABLE_SCHEMA;
+    rel     text := TG_TABLE_NAME;
+    gen     bigint;
+    cached  text;
+    nrows   bigint;
+    nbytes  bigint;
+BEGIN
+    -- On a partition (installed with the argument 'partition'), the event
+    -- is named after the partitioned table at the root, whose channel
+    -- consumers listen on. Statements addressed to the partitioned table
+    -- fire only its own triggers, so nothing is captured twice.
+    IF TG_NARGS > 0 AND TG_ARGV[0] = 'partition' THEN
+        SELECT n.nspname, c.relname INTO sch, rel
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.oid = pg_partition_root(TG_RELID);
+    END IF;
+
+    IF TG_OP = 'TRUNCATE' THEN
+        -- A partition truncated on its own is reported on the partitioned
+        -- table with the partition's name in data. TRUNCATE of the
+        -- partitioned table fires its own trigger first, then its
+        -- partitions': they see its event as this transaction's latest and
+        -- add nothing.
+        IF TG_NARGS > 0 AND EXISTS (
+            SELECT 1 FROM (
+                SELECT o.action, o.data, o.schema_name, o.table_name FROM cdc.outbox o
+                WHERE o.txid = pg_current_xact_id()
+                ORDER BY o.txid DESC, o.id DESC LIMIT 1
+            ) latest
+            WHERE latest.action = 'truncate' AND latest.data IS NULL
+              AND latest.schema_name = sch AND latest.table_name = rel
+        ) THEN
+            RETURN NULL;
+        END IF;
+        INSERT INTO cdc.outbox (schema_name, table_name, action, data)
+        VALUES (sch, rel, 'truncate',
+                CASE WHEN TG_NARGS > 0 THEN
+                    jsonb_build_object('partition', TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME)
+                END);
+        IF pg_sequence_last_value('cdc.relay_wake_enter') > pg_sequence_last_value('cdc.relay_wake_leave') THEN
+            PERFORM pg_notify('{{.NotifyChannel}}', pg_current_xact_id()::text);
+        END IF;
+        RETURN NULL;
+    END IF;
+
+    -- Primary-key columns. The catalog lookup costs more than the rest of a
+    -- one-row statement's capture, so its result is kept for the session
+    -- in the setting cdc.keys_<table oid>, tagged with the DDL generation:
+    -- the event trigger cdc.ddl_changed (installed when migrations ran as
+    -- superuser) bumps cdc.ddl_generation on every ALTER TABLE, so renamed
+    -- or replaced key columns are looked up again. Without the event
+    -- trigger, nothing is cached.
+    gen := CASE WHEN to_regclass('cdc.ddl_generation') IS NOT NULL
+                THEN pg_sequence_last_value('cdc.ddl_generation') END;
+    IF gen IS NOT NULL THEN
+        cached := current_setting('cdc.keys_' || TG_RELID::oid::text, true);
+        IF cached LIKE gen::text || ':%' THEN
+            keys := substr(cached, length(gen::text) + 2)::text[];
+        END IF;
+    END IF;
+    IF keys IS NULL THEN
+        SELECT array_agg(a.attname::text ORDER BY k.pos) INTO keys
+        FROM pg_index i
+        CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, pos)
+        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+        WHERE i.indrelid = TG_RELID AND i.indisprimary AND k.pos <= i.indnkeyatts;
+        IF gen IS NOT NULL AND keys IS NOT NULL THEN
+            PERFORM set_config('cdc.keys_' || TG_RELID::oid::text, gen::text || ':' || keys::text, false);
+        END IF;
+    END IF;
+    IF cardinality(keys) = 1 THEN
+        onekey := keys[1];
+    END IF;
+
+    IF TG_OP IN ('INSERT', 'DELETE') THEN
+        -- Inserted and deleted rows go into the outbox as chunks: one outbox
+        -- row holds up to {{.InsertChunkRows}} row images as a JSON array (see the header
+        -- of this migration). The relay derives each event's key from
+        -- key_columns. Small statements, the vast majority, are one chunk;
+        -- larger ones, or ones with large rows, are cut so that no chunk
+        -- comes near PostgreSQL's 1 GB limit on a value.
+        IF TG_OP = 'INSERT' THEN
+            SELECT count(*), sum(pg_column_size(nr.*)) INTO nrows, nbytes FROM new_rows nr;
+        ELSE
+            SELECT count(*), sum(pg_column_size(orow.*)) INTO nrows, nbytes FROM old_rows orow;
+        END IF;
+        IF nrows = 0 THEN
+            RETURN NULL;
+        END IF;
+        -- pg_column_size counts stored (possibly compressed) bytes; 256 kB
+        -- stays far below 1 GB of JSON however well the values compressed.
+        IF nrows <= {{.InsertChunkRows}} AND nbytes <= {{.InsertChunkBytes}} THEN
+            IF TG_OP = 'INSERT' THEN
+                INSERT INTO cdc.outbox (schema_name, table_name, action, events, key_columns, rows)
+                SELECT sch, rel, 'insert', count(*), keys, json_agg(nr.*) FROM new_rows nr;
+            ELSE
+                INSERT INTO cdc.outbox (schema_name, table_name, action, events, key_columns, rows)
+                SELECT sch, rel, 'delete', count(*), keys, json_agg(orow.*) FROM old_rows orow;
+            END IF;
+        ELSE
+            -- Chunks of at most {{.InsertChunkRows}} rows and about {{.ChunkJSONBytes}} bytes of JSON, in the
+            -- statement's row order (ids are taken in ORDER BY order). Both
+            -- bucket numbers grow with pos, so every chunk is a run of rows.
+            IF TG_OP = 'INSERT' THEN
+                INSERT INTO cdc.outbox (schema_name, table_name, action, events, key_columns, rows)
+                SELECT sch, rel, 'insert', count(*), keys, json_agg(w.j ORDER BY w.pos)
+                FROM (SELECT r.j, r.pos, sum(pg_column_size(r.j)) OVER (ORDER BY r.pos) AS upto
+                      FROM (SELECT to_json(nr.*) AS j, row_number() OVER () AS pos FROM new_rows nr) r) w
+                GROUP BY (w.pos - 1) / {{.InsertChunkRows}}, w.upto / {{.ChunkJSONBytes}}
+                ORDER BY min(w.pos);
+            ELSE
+                INSERT INTO cdc.outbox (schema_name, table_name, action, events, key_columns, rows)
+                SELECT sch, rel, 'delete', count(*), keys, json_agg(w.j ORDER BY w.pos)
+                FROM (SELECT r.j, r.pos, sum(pg_column_size(r.j)) OVER (ORDER BY r.pos) AS upto
+                      FROM (SELECT to_json(orow.*) AS j, row_number() OVER () AS pos FROM old_rows orow) r) w
+                GROUP BY (w.pos - 1) / {{.InsertChunkRows}}, w.upto / {{.ChunkJSONBytes}}
+                ORDER BY min(w.pos);
+            END IF;
+        END IF;
+        written := nrows;
+    ELSE
+        -- UPDATE: chunks too, with the new rows in "rows" and the old ones in
+        -- "old_rows", two JSON arrays in step: PostgreSQL fills the
+        -- transition tables together, so the i-th old row is the i-th new
+        -- row before the statement. The relay pairs them: a row whose key
+        -- changed is reported as a delete of the old key and an insert of
+        -- the new one, a row that did not change is not reported, and the
+        -- others as updates with their changed columns. Each updated row
+        -- takes two event ids (the second for the insert of a changed key),
+        -- so "events" counts ids here, and chunks hold at most {{.UpdateChunkRows}} rows.
+        SELECT count(*), sum(pg_column_size(nr.*)) INTO nrows, nbytes FROM new_rows nr;
+        IF nrows = 0 THEN
+            RETURN NULL;
+        END IF;
+        IF nrows <= {{.UpdateChunkRows}} AND nbytes <= {{.UpdateChunkBytes}} THEN
+            INSERT INTO cdc.outbox (schema_name, table_name, action, events, key_columns, rows, old_rows)
+            SELECT sch, rel, 'update', 2 * nrows, keys,
+                   (SELECT json_agg(nr.*) FROM new_rows nr),
+                   (SELECT json_agg(orow.*) FROM old_rows orow);
+        ELSE
+            INSERT INTO cdc.outbox (schema_name, table_name, action, events, key_columns, rows, old_rows)
+            SELECT sch, rel, 'update', 2 * count(*), keys,
+                   json_agg(w.nj ORDER BY w.pos), json_agg(w.oj ORDER BY w.pos)
+            FROM (SELECT n.pos, n.j AS nj, o.j AS oj,
+                         sum(pg_column_size(n.j) + pg_column_size(o.j)) OVER (ORDER BY n.pos) AS upto
+                  FROM (SELECT to_json(nr.*) AS j, row_number() OVER () AS pos FROM new_rows nr) n
+                  JOIN (SELECT to_json(orow.*) AS j, row_number() OVER () AS pos FROM old_rows orow) o
+                    ON o.pos = n.pos) w
+            GROUP BY (w.pos - 1) / {{.UpdateChunkRows}}, w.upto / {{.ChunkJSONBytes}}
+            ORDER BY min(w.pos);
+        END IF;
+        written := nrows;
+    END IF;
+
+    -- Notify only when a relay waits for it (see cdc.relay_wake_enter), and
+    -- only after the outbox rows are written: the relay relies on a writer
+    -- that saw no waiting relay still holding its lock on cdc.outbox.
+    IF written > 0
+       AND pg_sequence_last_value('cdc.relay_wake_enter') > pg_sequence_last_value('cdc.relay_wake_leave') THEN
+        PERFORM pg_notify('{{.NotifyChannel}}', pg_current_xact_id()::text);
+    END IF;
+    RETURN NULL;
+END
+$fn$;
