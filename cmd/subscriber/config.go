@@ -96,6 +96,11 @@ func parseConfig(c *cli.Context) (*config, error) {
 	cfg.color = cfg.pretty && isTerminal(c.App.Writer) && os.Getenv("NO_COLOR") == ""
 
 	args := c.Args().Slice()
+	for _, a := range args {
+		if strings.HasPrefix(a, "-") {
+			return nil, fmt.Errorf("%s after a name: flags go before the names", a)
+		}
+	}
 	if len(args) == 0 {
 		if env := os.Getenv("CHANNEL"); env != "" {
 			args = strings.Split(env, ",")

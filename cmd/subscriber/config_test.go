@@ -93,6 +93,7 @@ func TestCommandLineMistakes(t *testing.T) {
 		{[]string{"--cluster"}, "sharded pub/sub has no patterns (*.cdc_events): name each table, or add --pubsub classic"},
 		{[]string{"--pubsub", "fast", "users"}, `unknown --pubsub "fast"`},
 		{[]string{"--count", "-1", "users"}, "--count -1"},
+		{[]string{"users", "--stream"}, "--stream after a name: flags go before the names"},
 		{[]string{"--count", "many", "users"}, "invalid value \"many\" for flag -count"},
 		{[]string{"--redis-url", "redis://h1:1?addr=h2:2", "users"}, "(more seed addresses need --cluster)"},
 		{[]string{"--cluster", "--redis-url", "http://h1:1", "users"}, "invalid --redis-url http://h1:1 for a cluster"},

@@ -78,7 +78,7 @@ func (g *groupReader) follow(ctx context.Context) error {
 		} else {
 			err = fmt.Errorf("read stream %s as consumer %s of group %s: %w", g.key, g.consumer, g.group, err)
 		}
-		if replyIs(err, "NOGROUP") && ctx.Err() == nil {
+		if replyIs(err, "NOGROUP") && !g.s.over(ctx) {
 			err = g.recreate(ctx)
 		}
 		if err != nil {
@@ -126,7 +126,7 @@ func (g *groupReader) handle(ctx context.Context, m redis.XMessage) (stop bool, 
 	}
 	g.s.busy.RLock()
 	defer g.s.busy.RUnlock()
-	if ctx.Err() != nil {
+	if g.s.over(ctx) {
 		return true, nil
 	}
 	if payload, ok := g.s.event(g.key, m); ok {

@@ -133,7 +133,13 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			&cli.StringSliceFlag{Name: "actions", Usage: "print only these actions: insert, update, delete, truncate, separated by commas", Category: categoryOutput},
 			&cli.StringFlag{Name: "format", Usage: "json (the event JSON, the default when stdout is not a terminal) or pretty (readable, coloured on a terminal)",
 				Category: categoryOutput},
+			&cli.BoolFlag{Name: "help", Aliases: []string{"h"}, Usage: "show help"},
 		},
+		// The command's own --help flag: cli's shared HelpFlag is written
+		// while each app parses its flags, a data race between apps run
+		// at once (the tests run several). cli still acts on a flag named
+		// help.
+		HideHelp:        true,
 		HideHelpCommand: true,
 		OnUsageError: func(c *cli.Context, err error, _ bool) error {
 			return fmt.Errorf("%w (see subscriber --help)", err)

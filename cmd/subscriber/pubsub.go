@@ -61,7 +61,7 @@ func runPubSub(ctx context.Context, s *session, cfg *config, errOut io.Writer) e
 	for _, sub := range subs {
 		l, err := s.open(ctx, sub)
 		if err != nil {
-			return stopped(ctx, fmt.Errorf("subscribe to %s: %w", sub, err))
+			return s.stopped(ctx, fmt.Errorf("subscribe to %s: %w", sub, err))
 		}
 		listeners = append(listeners, l)
 	}
@@ -115,7 +115,7 @@ func (s *session) open(ctx context.Context, sub subscription) (*listener, error)
 			err = ps.PSubscribe(ctx, sub.patterns...)
 		}
 	}
-	l := &listener{ps: ps, unwatch: context.AfterFunc(ctx, func() { _ = ps.Close() })}
+	l := &listener{ps: ps, unwatch: s.whenOver(ctx, func() { _ = ps.Close() })}
 	for want := len(sub.chans) + len(sub.patterns); err == nil && want > 0; {
 		var msg any
 		msg, err = ps.ReceiveTimeout(ctx, subscribeTimeout)
@@ -139,7 +139,7 @@ func (s *session) listen(ctx context.Context, sub subscription, l **listener) er
 	var b backoff
 	for {
 		err := s.receive(ctx, *l)
-		if err == nil || ctx.Err() != nil {
+		if err == nil || s.over(ctx) {
 			return nil
 		}
 		(*l).close()

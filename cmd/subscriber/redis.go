@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -167,6 +168,27 @@ type session struct {
 	// writing by closeWhenDone, so that stopping (a signal, --count) never
 	// cuts in between the two.
 	busy sync.RWMutex
+	// halted is set when the run's context has ended, before any
+	// connection is closed because of it: a reader whose read then fails
+	// knows that the failure is the end, not Redis going away, even before
+	// its own context reports the end (context.AfterFunc's function may
+	// run before the derived contexts are cancelled).
+	halted atomic.Bool
+}
+
+// over reports whether the run is over: ctx ended, or the connections are
+// being closed because it is ending.
+func (s *session) over(ctx context.Context) bool {
+	return s.halted.Load() || ctx.Err() != nil
+}
+
+// whenOver calls close once the run's context ctx ends, after marking the
+// run halted.
+func (s *session) whenOver(ctx context.Context, close func()) (stop func() bool) {
+	return context.AfterFunc(ctx, func() {
+		s.halted.Store(true)
+		close()
+	})
 }
 
 // closeWhenDone closes the client when ctx ends, which ends the blocked
@@ -174,7 +196,7 @@ type session struct {
 // to wait until that has happened.
 func (s *session) closeWhenDone(ctx context.Context) (wait func()) {
 	closed := make(chan struct{})
-	context.AfterFunc(ctx, func() {
+	s.whenOver(ctx, func() {
 		defer close(closed)
 		s.busy.Lock()
 		defer s.busy.Unlock()
@@ -187,7 +209,7 @@ func (s *session) closeWhenDone(ctx context.Context) (wait func()) {
 // retrying cannot help, nil with stop when ctx ended (the run is over), and
 // nil without stop after the backoff, for the next attempt.
 func (s *session) retry(ctx context.Context, reader string, b *backoff, err error) (stop bool, fatal error) {
-	if ctx.Err() != nil {
+	if s.over(ctx) {
 		return true, nil
 	}
 	if !transient(err) {
@@ -205,10 +227,10 @@ func (s *session) retry(ctx context.Context, reader string, b *backoff, err erro
 	return false, nil
 }
 
-// stopped returns err, or nil when ctx has ended: a signal during the
+// stopped returns err, or nil when the run is over: a signal during the
 // setup is no failure.
-func stopped(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
+func (s *session) stopped(ctx context.Context, err error) error {
+	if s.over(ctx) {
 		return nil
 	}
 	return err

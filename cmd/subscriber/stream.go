@@ -37,14 +37,14 @@ func runStreams(ctx context.Context, s *session, cfg *config, errOut io.Writer) 
 		if cfg.group == "" {
 			start, err := startID(ctx, s.rdb, key, cfg.from)
 			if err != nil {
-				return stopped(ctx, fmt.Errorf("read stream %s: %w", key, err))
+				return s.stopped(ctx, fmt.Errorf("read stream %s: %w", key, err))
 			}
 			fns[i] = (&streamReader{s: s, key: key, last: start}).follow
 			continue
 		}
 		created, err := createGroup(ctx, s.rdb, key, cfg.group, cfg.from)
 		if err != nil {
-			return stopped(ctx, fmt.Errorf("create consumer group %s of stream %s: %w", cfg.group, key, err))
+			return s.stopped(ctx, fmt.Errorf("create consumer group %s of stream %s: %w", cfg.group, key, err))
 		}
 		if !created {
 			existing = append(existing, key)
