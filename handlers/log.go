@@ -8,7 +8,8 @@ import (
 )
 
 // Log is an EventHandler that logs every event at Level, with its id,
-// transaction, table, action and key, plus the row when Data is set.
+// transaction, table, action and key (a custom event: its channel), plus
+// the row (payload) when Data is set.
 // It is safe for concurrent use.
 type Log struct {
 	relay.BaseHandler
@@ -32,9 +33,12 @@ func (h *Log) OnEvent(ctx context.Context, e relay.Event) error {
 	attrs := []slog.Attr{
 		slog.Int64("event_id", e.ID),
 		slog.Uint64("txid", e.Txid),
-		slog.String("table", e.Schema+"."+e.Table),
-		slog.String("action", string(e.Action)),
-		slog.String("id", string(e.Key)),
+	}
+	if e.Action == relay.ActionMessage {
+		attrs = append(attrs, slog.String("channel", e.CustomChannel), slog.String("action", string(e.Action)))
+	} else {
+		attrs = append(attrs, slog.String("table", e.Schema+"."+e.Table),
+			slog.String("action", string(e.Action)), slog.String("id", string(e.Key)))
 	}
 	if h.Data {
 		attrs = append(attrs, slog.String("data", string(e.Data)))

@@ -13,7 +13,7 @@ import (
 func toEvents(rows []sqlkit.Row, events []Event) []Event {
 	for i := range rows {
 		row := &rows[i]
-		events = append(events, Event{
+		e := Event{
 			ID:        row.ID,
 			Txid:      row.Txid,
 			Timestamp: row.ChangedAt.UTC(),
@@ -23,7 +23,12 @@ func toEvents(rows []sqlkit.Row, events []Event) []Event {
 			Key:       row.Key,
 			Data:      row.Data,
 			Changes:   row.Changes,
-		})
+		}
+		if e.Action == ActionMessage {
+			// The outbox keeps a message's channel as its table name.
+			e.CustomChannel, e.Schema, e.Table = row.Table, "", ""
+		}
+		events = append(events, e)
 	}
 	return events
 }
@@ -92,13 +97,23 @@ func (s *session) deliver(ctx context.Context, events []Event) error {
 // recorded in cdc.failed_event together with the batch's progress.
 func (s *session) park(h EventHandler, e Event, cause error, attempts int) {
 	s.r.log.Error("handler refused an event permanently; parking it in cdc.failed_event",
-		"handler", fmt.Sprintf("%T", h), "event_id", e.ID, "table", e.Schema+"."+e.Table,
+		"handler", fmt.Sprintf("%T", h), "event_id", e.ID, "channel", e.Channel(),
 		"attempts", attempts, "err", cause)
 	s.parked = append(s.parked, sqlkit.ParkedEvent{
-		Row: sqlkit.Row{
-			ID: e.ID, Txid: e.Txid, ChangedAt: e.Timestamp, Schema: e.Schema, Table: e.Table,
-			Action: string(e.Action), Key: e.Key, Data: e.Data, Changes: e.Changes,
-		},
+		Row:     outboxRow(&e),
 		Handler: fmt.Sprintf("%T", h), Error: cause.Error(), Attempts: attempts,
 	})
+}
+
+// outboxRow is the outbox's form of e, as parked events keep it: a
+// message's channel in the table name.
+func outboxRow(e *Event) sqlkit.Row {
+	r := sqlkit.Row{
+		ID: e.ID, Txid: e.Txid, ChangedAt: e.Timestamp, Schema: e.Schema, Table: e.Table,
+		Action: string(e.Action), Key: e.Key, Data: e.Data, Changes: e.Changes,
+	}
+	if e.Action == ActionMessage {
+		r.Schema, r.Table = "", e.CustomChannel
+	}
+	return r
 }

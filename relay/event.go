@@ -7,6 +7,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/pgrelay/pgrelay/route"
+	"github.com/pgrelay/pgrelay/sqlkit"
 )
 
 // Action is the kind of change an Event reports.
@@ -18,9 +19,12 @@ const (
 	ActionUpdate   Action = "update"
 	ActionDelete   Action = "delete"
 	ActionTruncate Action = "truncate"
+	// ActionMessage is a custom event an application published with
+	// cdc.publish (or sqlkit.Publish) in its transaction.
+	ActionMessage Action = sqlkit.ActionMessage
 )
 
-// Event is one captured row change.
+// Event is one captured row change, or one custom event (ActionMessage).
 type Event struct {
 	// ID is the event's outbox id: unique, and increasing within a
 	// transaction. Across transactions ids do not give the order:
@@ -33,7 +37,8 @@ type Event struct {
 	// Timestamp is when the change was made (clock_timestamp()), in UTC.
 	Timestamp time.Time
 	// Schema and Table name the changed table as they are (unquoted).
-	// A partition's changes carry the partitioned table's name.
+	// A partition's changes carry the partitioned table's name. Empty for
+	// ActionMessage.
 	Schema, Table string
 	Action        Action
 	// Key is the primary-key value as JSON: the value itself for a
@@ -41,16 +46,24 @@ type Event struct {
 	// Null for truncate.
 	Key json.RawMessage
 	// Data is the row as a JSON object: the new row for insert and update,
-	// the old row for delete. Null for truncate.
+	// the old row for delete. Null for truncate. For ActionMessage, the
+	// published payload.
 	Data json.RawMessage
 	// Changes lists, for updates only, the changed columns as a JSON array
 	// of {"field", "old", "new"} objects. Nil otherwise.
 	Changes json.RawMessage
+	// CustomChannel is, for ActionMessage only, the channel the event was
+	// published on.
+	CustomChannel string
 }
 
 // Channel returns the event's default destination (Redis channel and
-// stream), "<schema>.<table>.cdc_events": see route.Channel.
+// stream): "<schema>.<table>.cdc_events" (see route.Channel), or for a
+// custom event the channel it was published on, verbatim.
 func (e *Event) Channel() string {
+	if e.Action == ActionMessage {
+		return e.CustomChannel
+	}
 	return route.Channel(e.Schema, e.Table)
 }
 
@@ -101,7 +114,10 @@ func appendDigits(b []byte, v, n int) []byte {
 //
 //	{"event_id":42,"txid":7781,"timestamp":"2026-11-22T10:01:02.123456Z","schema":"public","table":"users","action":"update","id":7,"data":{"id":7,"name":"b"},"changes":[{"field":"name","old":"a","new":"b"}]}
 //
-// "changes" is present only for updates.
+// "changes" is present only for updates. A custom event has "channel" and
+// "data" instead of "schema", "table", "id" and "data":
+//
+//	{"event_id":43,"txid":7781,"timestamp":"2026-11-22T10:01:02.123456Z","action":"message","channel":"orders.shipped","data":{"order_id":42}}
 func (e *Event) MarshalJSON() ([]byte, error) {
 	return e.AppendJSON(make([]byte, 0, 128+len(e.Data)+len(e.Changes))), nil
 }
@@ -115,6 +131,13 @@ func (e *Event) AppendJSON(b []byte) []byte {
 	b = strconv.AppendUint(b, e.Txid, 10)
 	b = append(b, `,"timestamp":"`...)
 	b = appendTimestamp(b, e.Timestamp)
+	if e.Action == ActionMessage {
+		b = append(b, `","action":"message","channel":`...)
+		b = appendJSONString(b, e.CustomChannel)
+		b = append(b, `,"data":`...)
+		b = appendRaw(b, e.Data)
+		return append(b, '}')
+	}
 	b = append(b, `","schema":`...)
 	b = appendJSONString(b, e.Schema)
 	b = append(b, `,"table":`...)

@@ -36,6 +36,13 @@ func TestEventJSON(t *testing.T) {
 	b, err = json.Marshal(&truncate)
 	require.NoError(t, err)
 	require.Contains(t, string(b), `"id":null,"data":null}`)
+
+	msg := relay.Event{ID: 43, Txid: 7781, Timestamp: e.Timestamp, Action: relay.ActionMessage,
+		CustomChannel: "orders.shipped", Data: json.RawMessage(`{"order_id": 42}`)}
+	b, err = json.Marshal(&msg)
+	require.NoError(t, err)
+	require.Equal(t, `{"event_id":43,"txid":7781,"timestamp":"2026-11-22T10:01:02.123456Z","action":"message","channel":"orders.shipped","data":{"order_id":42}}`, string(b))
+	require.Equal(t, "orders.shipped", msg.Channel(), "published verbatim on its channel")
 }
 
 // FuzzEventJSONNames checks that any schema and table name, including

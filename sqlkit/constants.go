@@ -22,6 +22,9 @@ const (
 	chunkJSONBytes = 16 << 20
 )
 
+// MaxChannelBytes is the longest channel cdc.publish accepts, in bytes.
+const MaxChannelBytes = 256
+
 // sqlConstants are the constants the embedded SQL uses, as {{.Name}}: each
 // is defined once, here, for the SQL and the Go code alike.
 var sqlConstants = map[string]any{
@@ -32,6 +35,7 @@ var sqlConstants = map[string]any{
 	"UpdateChunkRows":  updateChunkRows,
 	"UpdateChunkBytes": updateChunkBytes,
 	"ChunkJSONBytes":   chunkJSONBytes,
+	"MaxChannelBytes":  MaxChannelBytes,
 }
 
 // render fills the constants into an embedded SQL file. The files are fixed
