@@ -62,6 +62,7 @@ func newPrinter(cfg *config, out, errOut io.Writer, reached func()) *printer {
 type wireEvent struct {
 	Schema  string          `json:"schema"`
 	Table   string          `json:"table"`
+	Channel string          `json:"channel"` // for an event of no table
 	Action  relay.Action    `json:"action"`
 	Key     json.RawMessage `json:"id"`
 	Data    json.RawMessage `json:"data"`
@@ -152,7 +153,11 @@ func appendPretty(b []byte, e *wireEvent, color bool) []byte {
 	}
 	paint(actionColors[e.Action], fmt.Sprintf("%-8s", strings.ToUpper(string(e.Action))))
 	b = append(b, ' ')
-	paint(ansiBold, e.Schema+"."+e.Table)
+	name := e.Schema + "." + e.Table
+	if e.Schema == "" && e.Table == "" {
+		name = e.Channel
+	}
+	paint(ansiBold, name)
 	if key := keyText(e.Key); key != "" {
 		b = append(b, "["+key+"]"...)
 	}

@@ -29,6 +29,9 @@ func TestPrettyLines(t *testing.T) {
 		{"truncate",
 			`{"event_id":4,"txid":9,"timestamp":"2026-11-22T10:01:02.000000Z","schema":"public","table":"users","action":"truncate","id":null,"data":null}`,
 			`TRUNCATE public.users`},
+		{"an action of no table",
+			`{"event_id":5,"txid":9,"timestamp":"2026-11-22T10:01:02.000000Z","action":"message","channel":"orders.shipped","data":{"order_id":42}}`,
+			`MESSAGE  orders.shipped  order_id=42`},
 	}
 	for _, tt := range tests {
 		var e wireEvent

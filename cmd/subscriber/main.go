@@ -98,41 +98,49 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Name:      "subscriber",
 		Usage:     "print pgrelay events from Redis pub/sub or streams, one line each",
 		ArgsUsage: "[CHANNEL_OR_STREAM_OR_TABLE ...]",
-		Description: "A bare table means public.table; schema.table means the <schema>.<table>.cdc_events " +
-			"channel or stream; a name ending in .cdc_events is used as is; a name with *, ? or [ is a " +
-			"pattern (classic pub/sub only). Without names, the CHANNEL environment variable is used, and " +
-			"without it every table (*.cdc_events).\n\n" +
-			"Output is the event JSON, one line each, when stdout is not a terminal, and a readable coloured " +
-			"line on a terminal.\n\n" +
+		Description: "A bare table means public.table; schema.table means the\n" +
+			"<schema>.<table>.cdc_events channel or stream; a name ending in .cdc_events is used\n" +
+			"as is; a name with *, ? or [ is a pattern (classic pub/sub only). Without names the\n" +
+			"CHANNEL environment variable (comma-separated) is used, and without it every table\n" +
+			"(*.cdc_events; not with --stream or sharded pub/sub, which need names).\n\n" +
+			"Output is the event JSON, one line each, when stdout is not a terminal, and a\n" +
+			"readable line, coloured, on a terminal (NO_COLOR: without colours).\n\n" +
+			"Redis going away is retried until it is back (one line on stderr each way); a\n" +
+			"stream read resumes after the last entry printed. With --group each entry is\n" +
+			"acknowledged once printed: a restarted subscriber prints its pending entries first,\n" +
+			"then new ones, and only an entry printed just before a kill -9, not yet\n" +
+			"acknowledged, prints again.\n\n" +
 			"Examples:\n" +
 			"   subscriber public.users                     pub/sub, one table\n" +
 			"   subscriber 'shop.*' | jq .data              pub/sub, a pattern, into jq\n" +
-			"   subscriber --stream users --from 0          a stream from its start\n" +
-			"   subscriber --stream users orders --group audit --consumer a1\n" +
-			"                                               through a consumer group: a restart continues\n" +
-			"                                               where it stopped (an entry printed just before\n" +
-			"                                               a kill -9 may print again)\n" +
+			"   subscriber --stream --from 0 users          a stream, from its start\n" +
+			"   subscriber --stream --group audit --consumer a1 users orders\n" +
+			"                                               two streams through a consumer group\n" +
 			"   subscriber --cluster --redis-url 'redis://h1:7000?addr=h2:7001&addr=h3:7002' users\n" +
 			"                                               sharded pub/sub on a cluster\n" +
 			"   subscriber --cluster --pubsub classic 'shop.*'\n" +
+			"                                               classic pub/sub (what the relay PUBLISHes)\n" +
 			"   subscriber --actions insert,update --count 5 --format pretty users",
 		Writer:    stdout,
 		ErrWriter: stderr,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "redis-url", Usage: "Redis URL (redis:// or rediss://); with --cluster any node, more as ?addr=host:port&addr=…",
+			&cli.StringFlag{Name: "redis-url", Usage: "Redis `URL` (redis:// or rediss://); with --cluster any node, more seeds as ?addr=host:port&addr=…",
 				EnvVars: []string{"REDIS_URL"}, Value: "redis://127.0.0.1:6379/0"},
 			&cli.BoolFlag{Name: "cluster", Usage: "Redis is a cluster", EnvVars: []string{"REDIS_CLUSTER"}},
 			&cli.BoolFlag{Name: "stream", Usage: "read Redis Streams instead of pub/sub", Category: categoryStreams},
-			&cli.StringFlag{Name: "from", Usage: "where to start: $ (new entries), 0 (the start) or an entry ID (the entries after it); " +
-				"with --group, where a new group starts", Value: "$", DefaultText: "$", Category: categoryStreams},
-			&cli.StringFlag{Name: "group", Usage: "read through this consumer group, acknowledging each entry once printed", Category: categoryStreams},
-			&cli.StringFlag{Name: "consumer", Usage: "consumer name in --group (default: the host name)", Category: categoryStreams},
-			&cli.StringFlag{Name: "pubsub", Usage: "sharded (SSUBSCRIBE, the default with --cluster) or classic (SUBSCRIBE/PSUBSCRIBE, the default otherwise, and needed for patterns)",
-				Category: categoryPubSub},
+			&cli.StringFlag{Name: "from", Usage: "start after entry `ID`: $ (only entries added from now on), 0 (the whole stream) or an entry ID; " +
+				"with --group, where a new group starts", Value: "$", Category: categoryStreams},
+			&cli.StringFlag{Name: "group", Usage: "read through consumer group `NAME` (created if missing), acknowledging each entry once printed",
+				Category: categoryStreams},
+			&cli.StringFlag{Name: "consumer", Usage: "this subscriber's `NAME` in the group (default: the host name; one each for several on a host)",
+				Category: categoryStreams},
+			&cli.StringFlag{Name: "pubsub", Usage: "`KIND` of pub/sub: sharded (SSUBSCRIBE; the default with --cluster, where the relay SPUBLISHes) " +
+				"or classic (SUBSCRIBE/PSUBSCRIBE; the default otherwise, and the one with patterns)", Category: categoryPubSub},
 			&cli.IntFlag{Name: "count", Usage: "exit after printing `N` events (0: never)", Category: categoryOutput},
-			&cli.StringSliceFlag{Name: "actions", Usage: "print only these actions: insert, update, delete, truncate, separated by commas", Category: categoryOutput},
-			&cli.StringFlag{Name: "format", Usage: "json (the event JSON, the default when stdout is not a terminal) or pretty (readable, coloured on a terminal)",
+			&cli.StringSliceFlag{Name: "actions", Usage: "print only the events of these `ACTIONS`: insert, update, delete, truncate (comma-separated)",
 				Category: categoryOutput},
+			&cli.StringFlag{Name: "format", Usage: "`FORMAT` of the lines: json (the event JSON; the default when stdout is not a terminal) " +
+				"or pretty (readable; coloured on a terminal only)", Category: categoryOutput},
 			&cli.BoolFlag{Name: "help", Aliases: []string{"h"}, Usage: "show help"},
 		},
 		// The command's own --help flag: cli's shared HelpFlag is written
