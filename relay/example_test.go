@@ -70,3 +70,24 @@ func ExampleConfig_TakeoverBound() {
 	// 20s
 	// 3.5s
 }
+
+// Send only new users to one handler, and orders' changes and their custom
+// events to another.
+func ExampleOnly() {
+	newUsers := relay.HandlerFunc(func(ctx context.Context, e relay.Event) error {
+		fmt.Printf("welcome user %s\n", e.Key)
+		return nil
+	})
+	orders := relay.HandlerFunc(func(ctx context.Context, e relay.Event) error {
+		fmt.Printf("%s on %s\n", e.Action, e.Channel())
+		return nil
+	})
+	r, err := relay.New(relay.Config{DatabaseURL: "postgres://postgres@127.0.0.1:5432/postgres"},
+		relay.Only(newUsers, relay.Tables("public.users"), relay.Actions(relay.ActionInsert)),
+		relay.Only(orders, relay.Channels("public.orders.cdc_events", "orders.shipped")),
+	)
+	if err != nil {
+		log.Fatal(err)
+	}
+	_ = r // r.Run(ctx) delivers until ctx ends
+}
