@@ -160,6 +160,6 @@ func (g *groupReader) recreate(ctx context.Context) error {
 	if _, err := createGroup(ctx, g.s.rdb, g.key, g.group, at); err != nil {
 		return fmt.Errorf("create consumer group %s of stream %s again: %w", g.group, g.key, err)
 	}
-	fmt.Fprintf(g.s.errOut, "consumer group %s of stream %s was gone: created it again, after entry %s\n", g.group, g.key, at)
+	fmt.Fprintf(g.s.errOut, "consumer group %s of stream %s was gone: created it again (%s)\n", g.group, g.key, startText(at))
 	return nil
 }

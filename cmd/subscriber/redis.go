@@ -182,12 +182,12 @@ func (s *session) over(ctx context.Context) bool {
 	return s.halted.Load() || ctx.Err() != nil
 }
 
-// whenOver calls close once the run's context ctx ends, after marking the
+// whenOver calls closeFn once the run's context ctx ends, after marking the
 // run halted.
-func (s *session) whenOver(ctx context.Context, close func()) (stop func() bool) {
+func (s *session) whenOver(ctx context.Context, closeFn func()) (stop func() bool) {
 	return context.AfterFunc(ctx, func() {
 		s.halted.Store(true)
-		close()
+		closeFn()
 	})
 }
 

@@ -52,21 +52,27 @@ func runStreams(ctx context.Context, s *session, cfg *config, errOut io.Writer) 
 		fns[i] = (&groupReader{s: s, key: key, group: cfg.group, consumer: cfg.consumer, from: cfg.from}).follow
 	}
 	streams := strings.Join(cfg.names, ", ")
-	switch {
-	case cfg.group != "":
-		fmt.Fprintf(errOut, "reading stream %s as consumer %s of group %s\n", streams, cfg.consumer, cfg.group)
-		if cfg.fromSet && len(existing) > 0 {
-			fmt.Fprintf(errOut, "--from %s ignored for %s: group %s exists and continues where it is\n",
-				cfg.from, strings.Join(existing, ", "), cfg.group)
-		}
-	case cfg.from == "$":
-		fmt.Fprintf(errOut, "reading stream %s (new entries only)\n", streams)
-	case cfg.from == "0" || cfg.from == "0-0":
-		fmt.Fprintf(errOut, "reading stream %s (from the start)\n", streams)
-	default:
-		fmt.Fprintf(errOut, "reading stream %s (after entry %s)\n", streams, cfg.from)
+	if cfg.group == "" {
+		fmt.Fprintf(errOut, "reading stream %s (%s)\n", streams, startText(cfg.from))
+		return runAll(ctx, fns)
+	}
+	fmt.Fprintf(errOut, "reading stream %s as consumer %s of group %s\n", streams, cfg.consumer, cfg.group)
+	if cfg.fromSet && len(existing) > 0 {
+		fmt.Fprintf(errOut, "--from %s ignored for %s: group %s exists and continues where it is\n",
+			cfg.from, strings.Join(existing, ", "), cfg.group)
 	}
 	return runAll(ctx, fns)
+}
+
+// startText describes where reading from entry ID id starts.
+func startText(id string) string {
+	switch id {
+	case "$":
+		return "new entries only"
+	case "0", "0-0":
+		return "from the start"
+	}
+	return "after entry " + id
 }
 
 // startID returns the ID to read stream key after: from itself, or for $

@@ -234,3 +234,23 @@ func TestGroupDefaultConsumer(t *testing.T) {
 	assert.Equal(t, defaultConsumer(), consumers[0].Name)
 	assert.Contains(t, r.stderr.String(), "as consumer "+defaultConsumer()+" of group g")
 }
+
+// TestGroupCreatedAgain destroys the group under a subscriber: it creates
+// the group again after the last entry it printed, and goes on.
+func TestGroupCreatedAgain(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	rdb := testenv.Redis(t)
+	table, stream := newStream(t, rdb)
+	events := inserts(table, 1, 4)
+	r := runApp(ctx, "--redis-url", testenv.RedisURL(), "--stream", "--group", "g", "--consumer", "c1", table)
+	r.stderr.waitFor(t, ctx, "as consumer c1 of group g")
+	ids := xadd(t, ctx, rdb, stream, events[:2]...)
+	r.stdout.waitLines(t, ctx, 2)
+	require.NoError(t, rdb.XGroupDestroy(ctx, stream, "g").Err())
+	r.stderr.waitFor(t, ctx, "consumer group g of stream "+stream+" was gone: created it again (after entry "+ids[1]+")\n")
+	xadd(t, ctx, rdb, stream, events[2:]...)
+	r.stdout.waitLines(t, ctx, 4)
+	require.NoError(t, r.stop(t, ctx))
+	assert.Equal(t, events, r.stdout.lines())
+}
