@@ -63,11 +63,16 @@ var (
 	// ErrNotCapturable means the relation cannot carry CDC: a view, a
 	// temporary table, a partition, or one of pgrelay's own tables.
 	ErrNotCapturable = errors.New("relation cannot be captured")
+	// ErrInvalidOptions means capture options do not fit the table: an
+	// unknown column or action, an excluded primary-key column, or a row
+	// filter that does not parse, references other tables or calls a
+	// volatile function. The TableError's Detail says which.
+	ErrInvalidOptions = errors.New("invalid capture options")
 )
 
 // TableError reports why CDC could not be changed on one table. Err is one of
-// ErrTableNotFound, ErrNoPrimaryKey or ErrNotCapturable; Detail is the
-// database's explanation.
+// ErrTableNotFound, ErrNoPrimaryKey, ErrNotCapturable or ErrInvalidOptions;
+// Detail is the database's explanation.
 type TableError struct {
 	Table  Table
 	Err    error
@@ -230,28 +235,41 @@ func withConn(ctx context.Context, db DB, fn func(*pgx.Conn) error) error {
 	}
 }
 
-// EnsureCDCFor installs the capture triggers on each table, in one
-// transaction: either every table gets CDC or, on the first error, none does.
-// It migrates nothing; call Migrate first. The result says, per table,
-// whether triggers were installed or already in place.
+// EnsureCDCFor installs the capture triggers on each table with the default
+// options (every action, column and row), in one transaction: either every
+// table gets CDC or, on the first error, none does. On a table captured
+// with other options, it puts the defaults back. It migrates nothing; call
+// Migrate first. The result says, per table, whether triggers were
+// installed, updated or already in place.
 func EnsureCDCFor(ctx context.Context, db DB, tables ...Table) ([]TableResult, error) {
-	return changeCDC(ctx, db, sqlEnsure, tables)
+	return EnsureCDCWith(ctx, db, CaptureOptions{}, tables...)
+}
+
+// EnsureCDCWith is EnsureCDCFor with capture options, the same for each
+// table; options left at their zero value take their defaults, so that the
+// tables end up with exactly opts. Invalid options (an unknown column or
+// action, an excluded key column, a bad row filter) are a *TableError wrapping ErrInvalidOptions,
+// and no table is changed.
+func EnsureCDCWith(ctx context.Context, db DB, opts CaptureOptions, tables ...Table) ([]TableResult, error) {
+	args := func(oid uint32) []any { return opts.args(oid) }
+	return changeCDC(ctx, db, sqlEnsure, args, tables)
 }
 
 // RemoveCDCFor removes the capture triggers from each table, in one
 // transaction. Events already in the outbox are still delivered.
 func RemoveCDCFor(ctx context.Context, db DB, tables ...Table) ([]TableResult, error) {
-	return changeCDC(ctx, db, sqlRemove, tables)
+	return changeCDC(ctx, db, sqlRemove, func(oid uint32) []any { return []any{oid} }, tables)
 }
 
 // TableResult is the outcome of EnsureCDCFor or RemoveCDCFor for one table.
 type TableResult struct {
 	Table Table
-	// Status is "installed", "removed" or "unchanged".
+	// Status is "installed", "updated" (other options before), "removed"
+	// or "unchanged".
 	Status string
 }
 
-func changeCDC(ctx context.Context, db DB, stmt string, tables []Table) ([]TableResult, error) {
+func changeCDC(ctx context.Context, db DB, stmt string, args func(oid uint32) []any, tables []Table) ([]TableResult, error) {
 	if err := CheckSchema(ctx, db); err != nil {
 		return nil, err
 	}
@@ -267,7 +285,7 @@ func changeCDC(ctx context.Context, db DB, stmt string, tables []Table) ([]Table
 			return nil, err
 		}
 		var status string
-		if err := tx.QueryRow(ctx, stmt, resolved.oid).Scan(&status); err != nil {
+		if err := tx.QueryRow(ctx, stmt, args(resolved.oid)...).Scan(&status); err != nil {
 			return nil, tableError(resolved.Table, err)
 		}
 		results = append(results, TableResult{Table: resolved.Table, Status: status})
@@ -309,6 +327,8 @@ func tableError(t Table, err error) error {
 		return &TableError{Table: t, Err: ErrNoPrimaryKey, Detail: pgErr.Message}
 	case "PR002":
 		return &TableError{Table: t, Err: ErrNotCapturable, Detail: pgErr.Message}
+	case "PR003":
+		return &TableError{Table: t, Err: ErrInvalidOptions, Detail: pgErr.Message}
 	case "42P01":
 		return &TableError{Table: t, Err: ErrTableNotFound, Detail: pgErr.Message}
 	}

@@ -52,6 +52,9 @@ DECLARE
     cached  text;
     nrows   bigint;
     nbytes  bigint;
+    excl    text[];
+    ign     text[];
+    filter  text;
 BEGIN
     -- On a partition (installed with the argument 'partition'), the event
     -- is named after the partitioned table at the root, whose channel
@@ -69,7 +72,7 @@ BEGIN
         -- partitioned table fires its own trigger first, then its
         -- partitions': they see its event as this transaction's latest and
         -- add nothing.
-        IF TG_NARGS > 0 AND EXISTS (
+        IF TG_NARGS > 0 AND TG_ARGV[0] = 'partition' AND EXISTS (
             SELECT 1 FROM (
                 SELECT o.action, o.data, o.schema_name, o.table_name FROM cdc.outbox o
                 WHERE o.txid = pg_current_xact_id()
@@ -120,7 +123,33 @@ BEGIN
         onekey := keys[1];
     END IF;
 
-    IF TG_OP IN ('INSERT', 'DELETE') THEN
+    IF TG_NARGS >= 4 THEN
+        -- Column or row options (functions/15_options.sql): the excluded
+        -- and ignored columns by attribute number, so that renames keep
+        -- them, and the row filter as PostgreSQL printed it back.
+        SELECT coalesce(array_agg(a.attname::text) FILTER (WHERE a.attnum = ANY (TG_ARGV[1]::int2[])), '{}'),
+               coalesce(array_agg(a.attname::text) FILTER (WHERE a.attnum = ANY (TG_ARGV[2]::int2[])), '{}')
+        INTO excl, ign
+        FROM pg_attribute a
+        WHERE a.attrelid = TG_RELID AND a.attnum > 0 AND NOT a.attisdropped;
+        filter := TG_ARGV[3];
+        -- The statement is built by cdc.capture_sql and run here, where
+        -- the transition tables are visible.
+        IF filter = '' THEN
+            EXECUTE cdc.capture_sql(TG_OP, excl, ign, '') INTO written USING sch, rel, keys;
+        ELSE
+            BEGIN
+                EXECUTE cdc.capture_sql(TG_OP, excl, ign, filter) INTO written USING sch, rel, keys;
+            EXCEPTION WHEN OTHERS THEN
+                -- A filter that no longer fits the table (a column it uses
+                -- was renamed or dropped) must not fail the application's
+                -- write, nor lose its changes: they are captured unfiltered.
+                RAISE WARNING 'pgrelay: the row filter of %.% failed (%); this statement''s rows are captured unfiltered: run relay ensure-cdc again',
+                    sch, rel, SQLERRM;
+                EXECUTE cdc.capture_sql(TG_OP, excl, ign, '') INTO written USING sch, rel, keys;
+            END;
+        END IF;
+    ELSIF TG_OP IN ('INSERT', 'DELETE') THEN
         -- Inserted and deleted rows go into the outbox as chunks: one outbox
         -- row holds up to {{.InsertChunkRows}} row images as a JSON array (see the header
         -- of this migration). The relay derives each event's key from

@@ -80,49 +80,112 @@ AS $fn$
     SELECT t.relid FROM pg_partition_tree(tbl) t
 $fn$;
 
--- cdc.ensure_cdc_for installs the capture triggers on tbl and returns
--- 'installed', or 'unchanged' when they were already in place. When all four
--- triggers exist it does nothing and takes no lock on the table; otherwise
--- CREATE OR REPLACE TRIGGER installs the missing ones, so there is never a
--- moment without a trigger (no DROP then CREATE).
-CREATE OR REPLACE FUNCTION cdc.ensure_cdc_for(tbl regclass) RETURNS text
+-- cdc.ensure_cdc_for installs the capture triggers on tbl with the given
+-- options and returns 'installed' (there were none), 'updated' (they had
+-- other options) or 'unchanged'. Options left out take their defaults, so
+-- running it again sets exactly the options given:
+--
+--   actions          which of insert, update, delete, truncate are captured
+--                    (default all)
+--   ignore_columns   an UPDATE that changes only these emits nothing; they
+--                    are left out of the others' "changes", not of "data"
+--   exclude_columns  never written to the outbox (not in data, changes or
+--                    keys); primary-key columns cannot be excluded
+--   row_filter       an SQL boolean expression over tbl's columns; rows it
+--                    does not hold for are not captured, and an UPDATE that
+--                    moves a row into it is an insert, out of it a delete,
+--                    as PostgreSQL's publication row filters
+--
+-- Everything is checked before any trigger changes, and the change is one
+-- CREATE OR REPLACE TRIGGER per action (DROP for an action no longer
+-- captured) in the caller's transaction: every statement is captured under
+-- the old options or the new ones, never twice or not at all. When nothing
+-- would change, it takes no lock on the table.
+CREATE OR REPLACE FUNCTION cdc.ensure_cdc_for(tbl regclass, actions text[] DEFAULT NULL,
+                                               ignore_columns text[] DEFAULT NULL,
+                                               exclude_columns text[] DEFAULT NULL,
+                                               row_filter text DEFAULT NULL) RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    part   regclass;
-    arg    text;
-    tables int;
+    all_actions constant text[] := ARRAY['insert', 'update', 'delete', 'truncate'];
+    acts    text[];
+    ign     text[];
+    excl    text[];
+    filter  text := coalesce(btrim(row_filter), '');
+    bad     text;
+    part    regclass;
+    act     text;
+    args    text[];
+    old     record;
+    found_any boolean := false;
+    changed boolean := false;
+    ops     text[] := '{}';
 BEGIN
     PERFORM cdc.check_cdc_target(tbl);
+
+    SELECT a INTO bad FROM unnest(actions) a WHERE lower(btrim(a)) <> ALL (all_actions) LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'table %: unknown action % (the actions are insert, update, delete, truncate)', tbl, quote_literal(bad)
+            USING ERRCODE = 'PR003';
+    END IF;
+    acts := CASE WHEN actions IS NULL THEN all_actions
+                 ELSE ARRAY(SELECT x FROM unnest(all_actions) x WHERE x IN (SELECT lower(btrim(a)) FROM unnest(actions) a)) END;
+    IF cardinality(acts) = 0 THEN
+        RAISE EXCEPTION 'table %: no action to capture (give at least one of insert, update, delete, truncate, or remove CDC)', tbl
+            USING ERRCODE = 'PR003';
+    END IF;
+    ign := cdc.capture_columns(tbl, coalesce(ignore_columns, '{}'), 'ignore_columns');
+    excl := cdc.capture_columns(tbl, coalesce(exclude_columns, '{}'), 'exclude_columns');
+    SELECT a.attname INTO bad
+    FROM pg_index i
+    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey::int2[])
+    WHERE i.indrelid = tbl AND i.indisprimary AND a.attname = ANY (excl)
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'table %: column % is part of the primary key, which keys every event, and cannot be excluded', tbl, quote_ident(bad)
+            USING ERRCODE = 'PR003';
+    END IF;
+    IF filter <> '' THEN
+        filter := cdc.check_row_filter(tbl, filter);
+    END IF;
 
     -- A partitioned table's partitions get the triggers too, so that
     -- statements addressed to a partition directly are captured as well.
     -- Partitions created later need ensure_cdc_for to be run again.
-    SELECT count(*) INTO tables FROM cdc.capture_targets(tbl);
-    IF (SELECT count(*) FROM pg_trigger t
-        WHERE t.tgrelid IN (SELECT ct.relid FROM cdc.capture_targets(tbl) ct)
-          AND t.tgfoid = 'cdc.capture()'::regprocedure
-          AND t.tgname IN ('cdc_capture_insert', 'cdc_capture_update',
-                           'cdc_capture_delete', 'cdc_capture_truncate')) = 4 * tables THEN
+    -- First work out what would change, then change it.
+    FOR part IN SELECT ct.relid FROM cdc.capture_targets(tbl) ct LOOP
+        args := cdc.capture_args(tbl, part, ign, excl, filter);
+        FOREACH act IN ARRAY all_actions LOOP
+            SELECT t.tgfoid = 'cdc.capture()'::regprocedure AS ours, cdc.trigger_args(t.tgargs) AS targs INTO old
+            FROM pg_trigger t WHERE t.tgrelid = part AND t.tgname = 'cdc_capture_' || act;
+            IF FOUND THEN
+                found_any := true;
+            END IF;
+            IF act = ANY (acts) THEN
+                IF NOT FOUND OR NOT old.ours OR old.targs IS DISTINCT FROM args THEN
+                    ops := ops || format('CREATE OR REPLACE TRIGGER %I AFTER %s ON %s %s FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture(%s)',
+                                         'cdc_capture_' || act, upper(act), part,
+                                         CASE act WHEN 'insert' THEN 'REFERENCING NEW TABLE AS new_rows'
+                                                  WHEN 'update' THEN 'REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows'
+                                                  WHEN 'delete' THEN 'REFERENCING OLD TABLE AS old_rows'
+                                                  ELSE '' END,
+                                         (SELECT coalesce(string_agg(quote_literal(x), ', ' ORDER BY n), '')
+                                          FROM unnest(args) WITH ORDINALITY AS u(x, n)));
+                END IF;
+            ELSIF FOUND THEN
+                ops := ops || format('DROP TRIGGER %I ON %s', 'cdc_capture_' || act, part);
+            END IF;
+        END LOOP;
+    END LOOP;
+    IF cardinality(ops) = 0 THEN
         RETURN 'unchanged';
     END IF;
-
-    FOR part IN SELECT ct.relid FROM cdc.capture_targets(tbl) ct LOOP
-        arg := CASE WHEN part = tbl THEN '' ELSE quote_literal('partition') END;
-        EXECUTE format('CREATE OR REPLACE TRIGGER cdc_capture_insert AFTER INSERT ON %s '
-                       'REFERENCING NEW TABLE AS new_rows '
-                       'FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture(%s)', part, arg);
-        EXECUTE format('CREATE OR REPLACE TRIGGER cdc_capture_update AFTER UPDATE ON %s '
-                       'REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows '
-                       'FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture(%s)', part, arg);
-        EXECUTE format('CREATE OR REPLACE TRIGGER cdc_capture_delete AFTER DELETE ON %s '
-                       'REFERENCING OLD TABLE AS old_rows '
-                       'FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture(%s)', part, arg);
-        EXECUTE format('CREATE OR REPLACE TRIGGER cdc_capture_truncate AFTER TRUNCATE ON %s '
-                       'FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture(%s)', part, arg);
+    FOR i IN 1 .. cardinality(ops) LOOP
+        EXECUTE ops[i];
     END LOOP;
-    RETURN 'installed';
+    RETURN CASE WHEN found_any THEN 'updated' ELSE 'installed' END;
 END
 $fn$;
 
@@ -151,16 +214,33 @@ BEGIN
 END
 $fn$;
 
--- cdc.cdc_tables lists the tables that currently have CDC installed.
-CREATE OR REPLACE FUNCTION cdc.cdc_tables() RETURNS SETOF regclass
+-- cdc.cdc_tables lists the tables that currently have CDC installed, with
+-- their capture options (see cdc.ensure_cdc_for): the actions captured,
+-- the ignored and excluded columns (empty for none) and the row filter
+-- (NULL for none).
+CREATE OR REPLACE FUNCTION cdc.cdc_tables()
+RETURNS TABLE (tbl regclass, actions text[], ignore_columns text[], exclude_columns text[], row_filter text)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-    SELECT s.tbl
-    FROM (SELECT DISTINCT t.tgrelid::regclass AS tbl
+    SELECT s.tbl, s.actions,
+           CASE WHEN cardinality(s.args) >= 4 THEN
+               (SELECT coalesce(array_agg(a.attname::text ORDER BY a.attnum), '{}') FROM pg_attribute a
+                WHERE a.attrelid = s.tbl AND a.attnum = ANY (s.args[3]::int2[]) AND NOT a.attisdropped)
+           ELSE '{}' END,
+           CASE WHEN cardinality(s.args) >= 4 THEN
+               (SELECT coalesce(array_agg(a.attname::text ORDER BY a.attnum), '{}') FROM pg_attribute a
+                WHERE a.attrelid = s.tbl AND a.attnum = ANY (s.args[2]::int2[]) AND NOT a.attisdropped)
+           ELSE '{}' END,
+           CASE WHEN cardinality(s.args) >= 4 THEN nullif(s.args[4], '') END
+    FROM (SELECT t.tgrelid::regclass AS tbl,
+                 array_agg(substr(t.tgname, 13) ORDER BY array_position(ARRAY['insert', 'update', 'delete', 'truncate'], substr(t.tgname, 13))) AS actions,
+                 cdc.trigger_args((array_agg(t.tgargs))[1]) AS args -- the same on each of a table's triggers
           FROM pg_trigger t
           JOIN pg_class c ON c.oid = t.tgrelid
           WHERE t.tgfoid = 'cdc.capture()'::regprocedure
-            AND NOT c.relispartition) s
+            AND t.tgname LIKE 'cdc\_capture\_%'
+            AND NOT c.relispartition
+          GROUP BY t.tgrelid) s
     ORDER BY s.tbl::text
 $fn$;

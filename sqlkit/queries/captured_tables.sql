@@ -1,0 +1,6 @@
+-- The tables with CDC and their capture options.
+SELECT n.nspname, c.relname, t.actions, t.ignore_columns, t.exclude_columns, t.row_filter
+FROM cdc.cdc_tables() AS t
+JOIN pg_catalog.pg_class c ON c.oid = t.tbl
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ORDER BY n.nspname, c.relname;
