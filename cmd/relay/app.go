@@ -258,5 +258,46 @@ func hoistGlobalFlags(app *cli.App, args []string) []string {
 	out = append(out, args[:cmd]...)
 	out = append(out, moved...)
 	out = append(out, args[cmd])
+	if c := app.Command(args[cmd]); c != nil {
+		rest = hoistCommandFlags(c, rest)
+	}
 	return append(out, rest...)
+}
+
+// hoistCommandFlags moves a command's flags written after its arguments in
+// front of them, so that `relay ensure-cdc users --where "…"` works:
+// urfave/cli stops reading flags at the first argument. A "--" ends the
+// flags.
+func hoistCommandFlags(c *cli.Command, args []string) []string {
+	takesValue := map[string]bool{}
+	known := map[string]bool{}
+	for _, f := range c.Flags {
+		_, isBool := f.(*cli.BoolFlag)
+		for _, n := range f.Names() {
+			known[n], takesValue[n] = true, !isBool
+		}
+	}
+	var flags, positional []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			positional = append(positional, args[i:]...)
+			break
+		}
+		n := strings.TrimLeft(a, "-")
+		inline := strings.Contains(n, "=")
+		if j := strings.IndexByte(n, '='); j >= 0 {
+			n = n[:j]
+		}
+		if !strings.HasPrefix(a, "-") || !known[n] {
+			positional = append(positional, a)
+			continue
+		}
+		flags = append(flags, a)
+		if takesValue[n] && !inline && i+1 < len(args) {
+			i++
+			flags = append(flags, args[i])
+		}
+	}
+	return append(flags, positional...)
 }

@@ -2,14 +2,12 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
@@ -42,17 +40,25 @@ func ensureCDCCommand() *cli.Command {
 		Name:      "ensure-cdc",
 		Usage:     "capture changes of tables (migrates first if needed)",
 		ArgsUsage: "[TABLE ...]  (table or schema.table; quote names as in SQL: '\"My Table\"')",
+		Description: "Sets exactly the capture options given, each table's the same; an option left out " +
+			"takes its default (everything is captured). Prints installed, updated or unchanged per table.",
 		Flags: []cli.Flag{
 			&cli.StringSliceFlag{Name: "schema", Usage: "schemas for --all-tables (repeatable)", Value: cli.NewStringSlice("public")},
 			&cli.BoolFlag{Name: "all-tables", Usage: "every table of the --schema schemas"},
+			&cli.StringSliceFlag{Name: "actions", Usage: "capture only these of insert, update, delete, truncate (comma-separated)", DefaultText: "all"},
+			&cli.StringSliceFlag{Name: "ignore-columns", Usage: "an UPDATE changing only these columns emits nothing; left out of changes, kept in data", DefaultText: "none"},
+			&cli.StringSliceFlag{Name: "exclude-columns", Usage: "never write these columns to the outbox (not in data, changes or keys)", DefaultText: "none"},
+			&cli.StringFlag{Name: "where", Usage: "row filter: an SQL condition on the table's columns, as PostgreSQL publication row filters", DefaultText: "none"},
 		},
 		Action: changeTables(tableChange{
 			prepare: sqlkit.Migrate,
 			all: func(ctx context.Context, c *cli.Context, db sqlkit.DB) ([]sqlkit.Table, error) {
 				return sqlkit.AllTables(ctx, db, c.StringSlice("schema")...)
 			},
-			none:   "no tables found",
-			change: sqlkit.EnsureCDCFor,
+			none: "no tables found",
+			change: func(ctx context.Context, c *cli.Context, db sqlkit.DB, tables ...sqlkit.Table) ([]sqlkit.TableResult, error) {
+				return sqlkit.EnsureCDCWith(ctx, db, captureOptions(c), tables...)
+			},
 		}),
 	}
 }
@@ -70,8 +76,10 @@ func removeCDCCommand() *cli.Command {
 			all: func(ctx context.Context, _ *cli.Context, db sqlkit.DB) ([]sqlkit.Table, error) {
 				return sqlkit.CDCTables(ctx, db)
 			},
-			none:   "no tables have CDC",
-			change: sqlkit.RemoveCDCFor,
+			none: "no tables have CDC",
+			change: func(ctx context.Context, _ *cli.Context, db sqlkit.DB, tables ...sqlkit.Table) ([]sqlkit.TableResult, error) {
+				return sqlkit.RemoveCDCFor(ctx, db, tables...)
+			},
 		}),
 	}
 }
@@ -82,7 +90,30 @@ type tableChange struct {
 	// all lists the tables --all-tables means.
 	all    func(ctx context.Context, c *cli.Context, db sqlkit.DB) ([]sqlkit.Table, error)
 	none   string // printed when there is nothing to change
-	change func(ctx context.Context, db sqlkit.DB, tables ...sqlkit.Table) ([]sqlkit.TableResult, error)
+	change func(ctx context.Context, c *cli.Context, db sqlkit.DB, tables ...sqlkit.Table) ([]sqlkit.TableResult, error)
+}
+
+// captureOptions reads ensure-cdc's option flags; a flag not given is nil,
+// the default.
+func captureOptions(c *cli.Context) sqlkit.CaptureOptions {
+	list := func(name string) []string {
+		if !c.IsSet(name) {
+			return nil
+		}
+		out := []string{}
+		for _, v := range c.StringSlice(name) {
+			if v = strings.TrimSpace(v); v != "" {
+				out = append(out, v)
+			}
+		}
+		return out
+	}
+	return sqlkit.CaptureOptions{
+		Actions:        list("actions"),
+		IgnoreColumns:  list("ignore-columns"),
+		ExcludeColumns: list("exclude-columns"),
+		Where:          c.String("where"),
+	}
 }
 
 // changeTables is the action of ensure-cdc and remove-cdc: it changes the
@@ -109,7 +140,7 @@ func changeTables(tc tableChange) cli.ActionFunc {
 				fmt.Fprintln(c.App.Writer, tc.none)
 				return nil
 			}
-			results, err := tc.change(ctx, conn, tables...)
+			results, err := tc.change(ctx, c, conn, tables...)
 			if err != nil {
 				return err
 			}
@@ -255,138 +286,6 @@ func flagError(err error) error {
 		}
 	}
 	return err
-}
-
-// statusReport is what `relay status --json` prints.
-type statusReport struct {
-	SchemaVersion    int        `json:"schema_version"`
-	Tables           []string   `json:"tables"`
-	Name             string     `json:"name"`
-	Pending          int64      `json:"pending"`
-	Failed           int64      `json:"failed"`
-	Retained         int64      `json:"delivered_retained"`
-	OldestPending    *time.Time `json:"oldest_pending,omitempty"`
-	OldestPendingAge float64    `json:"oldest_pending_age_seconds"`
-	// Relays are the relays running for Name, the active one first.
-	Relays []sqlkit.InstanceStatus `json:"relays"`
-}
-
-func statusCommand() *cli.Command {
-	return &cli.Command{
-		Name:  "status",
-		Usage: "show the tables with CDC and the undelivered events",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: flagName, Usage: "delivery position to report on", EnvVars: []string{"RELAY_NAME"}, Value: relay.DefaultName},
-			&cli.BoolFlag{Name: "json", Usage: "print JSON, for scripts"},
-		},
-		Action: func(c *cli.Context) error {
-			var rep statusReport
-			err := withDB(c, func(ctx context.Context, conn *pgx.Conn) error {
-				return readStatus(ctx, conn, c.String(flagName), &rep)
-			})
-			if err != nil {
-				return err
-			}
-			return printStatus(c, rep)
-		},
-	}
-}
-
-func readStatus(ctx context.Context, conn *pgx.Conn, name string, rep *statusReport) error {
-	if err := sqlkit.CheckSchema(ctx, conn); err != nil {
-		return err
-	}
-	rep.SchemaVersion = sqlkit.LatestVersion()
-	rep.Name = name
-	tables, err := sqlkit.CDCTables(ctx, conn)
-	if err != nil {
-		return err
-	}
-	rep.Tables = make([]string, len(tables))
-	for i, t := range tables {
-		rep.Tables[i] = t.String()
-	}
-	cur, err := sqlkit.LoadCursor(ctx, conn, name)
-	if err != nil {
-		return err
-	}
-	n, oldest, err := sqlkit.Backlog(ctx, conn, cur)
-	if err != nil {
-		return err
-	}
-	rep.Pending = n
-	if rep.Failed, err = sqlkit.FailedCount(ctx, conn, name); err != nil {
-		return err
-	}
-	size, err := sqlkit.OutboxSize(ctx, conn)
-	if err != nil {
-		return err
-	}
-	rep.Retained = max(size-n, 0)
-	if rep.Relays, err = sqlkit.RelayInstances(ctx, conn, name); err != nil {
-		return err
-	}
-	if rep.Relays == nil {
-		rep.Relays = []sqlkit.InstanceStatus{}
-	}
-	if !oldest.IsZero() {
-		rep.OldestPending = &oldest
-		rep.OldestPendingAge = time.Since(oldest).Seconds()
-	}
-	return nil
-}
-
-func printStatus(c *cli.Context, rep statusReport) error {
-	w := c.App.Writer
-	if c.Bool("json") {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
-	}
-	fmt.Fprintf(w, "schema version:  %d\n", rep.SchemaVersion)
-	fmt.Fprintf(w, "tables with CDC: %d\n", len(rep.Tables))
-	for _, t := range rep.Tables {
-		fmt.Fprintf(w, "  %s\n", t)
-	}
-	fmt.Fprintf(w, "undelivered (%s): %d\n", rep.Name, rep.Pending)
-	fmt.Fprintf(w, "failed (%s): %d\n", rep.Name, rep.Failed)
-	fmt.Fprintf(w, "delivered, kept until --retention: %d\n", rep.Retained)
-	if rep.OldestPending != nil {
-		fmt.Fprintf(w, "oldest undelivered: %s ago\n", time.Duration(rep.OldestPendingAge*float64(time.Second)).Round(time.Millisecond))
-	}
-	printRelays(w, rep)
-	return nil
-}
-
-// printRelays lists the relays of the name: which one delivers, since when
-// and how fresh its lease is, and which stand by.
-func printRelays(w io.Writer, rep statusReport) {
-	now := time.Now()
-	ago := func(t time.Time) string { return now.Sub(t).Round(time.Millisecond).String() + " ago" }
-	running := 0
-	for _, r := range rep.Relays {
-		if r.Running {
-			running++
-		}
-	}
-	fmt.Fprintf(w, "relays (%s): %d running\n", rep.Name, running)
-	active := false
-	for _, r := range rep.Relays {
-		where := fmt.Sprintf("%s pid %d (instance %s)", r.Host, r.PID, r.ID)
-		switch {
-		case r.Active:
-			active = true
-			fmt.Fprintf(w, "  active       %s, since %s, lease renewed %s, expires in %s\n", where,
-				r.ActiveSince.Format(time.RFC3339), ago(*r.RenewedAt), r.ExpiresAt.Sub(now).Round(time.Millisecond))
-		case r.Running:
-			fmt.Fprintf(w, "  standing by  %s, seen %s\n", where, ago(r.SeenAt))
-		default:
-			fmt.Fprintf(w, "  not renewing %s, holds the lease, last seen %s\n", where, ago(r.SeenAt))
-		}
-	}
-	if !active {
-		fmt.Fprintln(w, "  no relay is delivering")
-	}
 }
 
 func retryFailedCommand() *cli.Command {

@@ -189,6 +189,8 @@ func TestHoistGlobalFlags(t *testing.T) {
 		{"relay ensure-cdc -- --log-level", "relay ensure-cdc -- --log-level"},
 		{"relay --log-level info run --log-level debug", "relay --log-level info --log-level debug run"},
 		{"relay --help", "relay --help"},
+		{"relay ensure-cdc users --where a=1 --all-tables orders", "relay ensure-cdc --where a=1 --all-tables users orders"},
+		{"relay ensure-cdc users --actions=insert -- --where", "relay ensure-cdc --actions=insert users -- --where"},
 	}
 	for _, tt := range tests {
 		require.Equal(t, tt.want, strings.Join(hoistGlobalFlags(app, strings.Fields(tt.in)), " "), tt.in)
