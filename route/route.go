@@ -37,3 +37,19 @@ func Resolve(name string) (dest string, pattern bool) {
 	}
 	return dest, strings.ContainsAny(dest, "*?[")
 }
+
+// Candidates returns every destination a name a user typed may mean. A
+// bare name ("users") or one in schema public ("public.users") is a table;
+// another dotted one may be a table ("shop.orders") or the channel of
+// custom events published under that name (cdc.publish('orders.shipped',
+// …)), so it gives both: the table's channel (Resolve) first, then the
+// name itself. A name ending in Suffix, or a pattern, is the one
+// destination Resolve gives.
+func Candidates(name string) []string {
+	dest, pattern := Resolve(name)
+	name = strings.TrimSpace(name)
+	if pattern || dest == name || !strings.Contains(name, ".") || strings.HasPrefix(name, DefaultSchema+".") {
+		return []string{dest}
+	}
+	return []string{dest, name}
+}

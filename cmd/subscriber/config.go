@@ -38,6 +38,9 @@ type config struct {
 	// route.Resolve and without repeats, in the order given; patterns are
 	// the names with glob characters (pub/sub only, classic only).
 	names, patterns []string
+	// customs are the names given that may also be the channels of custom
+	// events (dotted, such as orders.shipped: route.Candidates), verbatim.
+	customs []string
 
 	// stream selects Redis Streams instead of pub/sub. from is where a
 	// stream read starts, or where a new consumer group starts; fromSet
@@ -107,6 +110,7 @@ func parseConfig(c *cli.Context) (*config, error) {
 		}
 	}
 	cfg.names, cfg.patterns = resolveNames(args)
+	cfg.customs = customChannels(args)
 	if cfg.stream {
 		return cfg, cfg.checkStream(c.IsSet("pubsub"))
 	}
@@ -174,9 +178,21 @@ func resolveNames(args []string) (names, patterns []string) {
 	return names, patterns
 }
 
+// customChannels returns the names in args that may also name a custom
+// events' channel (the second of route.Candidates), each once.
+func customChannels(args []string) []string {
+	var out []string
+	for _, a := range args {
+		if c := route.Candidates(a); len(c) > 1 && !slices.Contains(out, c[1]) {
+			out = append(out, c[1])
+		}
+	}
+	return out
+}
+
 // knownActions are the actions --actions accepts, in the order help lists
 // them.
-var knownActions = []relay.Action{relay.ActionInsert, relay.ActionUpdate, relay.ActionDelete, relay.ActionTruncate}
+var knownActions = []relay.Action{relay.ActionInsert, relay.ActionUpdate, relay.ActionDelete, relay.ActionTruncate, relay.ActionMessage}
 
 // parseActions reads --actions: names separated by commas, or the flag
 // repeated, in any case. It returns nil (keep every event) when the flag was
@@ -194,13 +210,13 @@ func parseActions(values []string) (map[relay.Action]bool, error) {
 			}
 			a := relay.Action(name)
 			if !slices.Contains(knownActions, a) {
-				return nil, fmt.Errorf("unknown action %q in --actions: want insert, update, delete or truncate", name)
+				return nil, fmt.Errorf("unknown action %q in --actions: want insert, update, delete, truncate or message", name)
 			}
 			keep[a] = true
 		}
 	}
 	if len(keep) == 0 {
-		return nil, errors.New("--actions names no action: want insert, update, delete or truncate, separated by commas")
+		return nil, errors.New("--actions names no action: want insert, update, delete, truncate or message, separated by commas")
 	}
 	return keep, nil
 }

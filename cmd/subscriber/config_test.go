@@ -46,7 +46,7 @@ func TestParseActions(t *testing.T) {
 		{[]string{"insert"}, map[relay.Action]bool{relay.ActionInsert: true}, ""},
 		{[]string{"insert", "update"}, map[relay.Action]bool{relay.ActionInsert: true, relay.ActionUpdate: true}, ""},
 		{[]string{"Delete, truncate,"}, map[relay.Action]bool{relay.ActionDelete: true, relay.ActionTruncate: true}, ""},
-		{[]string{"insert", "upsert"}, nil, `unknown action "upsert" in --actions: want insert, update, delete or truncate`},
+		{[]string{"insert", "upsert"}, nil, `unknown action "upsert" in --actions: want insert, update, delete, truncate or message`},
 		{[]string{" , "}, nil, "--actions names no action"},
 	}
 	for _, tt := range tests {

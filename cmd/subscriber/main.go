@@ -137,7 +137,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			&cli.StringFlag{Name: "pubsub", Usage: "`KIND` of pub/sub: sharded (SSUBSCRIBE; the default with --cluster, where the relay SPUBLISHes) " +
 				"or classic (SUBSCRIBE/PSUBSCRIBE; the default otherwise, and the one with patterns)", Category: categoryPubSub},
 			&cli.IntFlag{Name: "count", Usage: "exit after printing `N` events (0: never)", Category: categoryOutput},
-			&cli.StringSliceFlag{Name: "actions", Usage: "print only the events of these `ACTIONS`: insert, update, delete, truncate (comma-separated)",
+			&cli.StringSliceFlag{Name: "actions", Usage: "print only the events of these `ACTIONS`: insert, update, delete, truncate, message (comma-separated)",
 				Category: categoryOutput},
 			&cli.StringFlag{Name: "format", Usage: "`FORMAT` of the lines: json (the event JSON; the default when stdout is not a terminal) " +
 				"or pretty (readable; coloured on a terminal only)", Category: categoryOutput},
@@ -166,7 +166,7 @@ func run(c *cli.Context) error {
 	}
 	conns := 1
 	if cfg.stream {
-		conns = len(cfg.names)
+		conns = len(cfg.names) + len(cfg.customs)
 	}
 	rdb, err := newClient(cfg, conns)
 	if err != nil {

@@ -36,11 +36,12 @@ func (sub subscription) String() string {
 // for sharded pub/sub, since each channel lives on its slot's node and one
 // SSUBSCRIBE takes channels of a single slot only.
 func subscriptions(cfg *config) []subscription {
+	chans := append(append([]string(nil), cfg.names...), cfg.customs...)
 	if !cfg.sharded {
-		return []subscription{{chans: cfg.names, patterns: cfg.patterns}}
+		return []subscription{{chans: chans, patterns: cfg.patterns}}
 	}
-	subs := make([]subscription, len(cfg.names))
-	for i, ch := range cfg.names {
+	subs := make([]subscription, len(chans))
+	for i, ch := range chans {
 		subs[i] = subscription{chans: []string{ch}, sharded: true}
 	}
 	return subs
@@ -68,6 +69,9 @@ func runPubSub(ctx context.Context, s *session, cfg *config, errOut io.Writer) e
 	kind := ""
 	if cfg.sharded {
 		kind = " (sharded pub/sub)"
+	}
+	if len(cfg.customs) > 0 {
+		kind += ", and to custom events on " + strings.Join(cfg.customs, ", ")
 	}
 	fmt.Fprintf(errOut, "subscribed to %s%s\n", strings.Join(append(append([]string(nil), cfg.names...), cfg.patterns...), ", "), kind)
 	s.health.recovered = "; subscribed again (messages published meanwhile were missed)"

@@ -99,3 +99,20 @@ func TestPubSubSharded(t *testing.T) {
 	require.NoError(t, r.wait(t, ctx))
 	assert.Equal(t, want, r.stdout.lines())
 }
+
+// TestPubSubCustomEvents: a dotted name that is not a table of schema
+// public also receives the custom events published under it, verbatim.
+func TestPubSubCustomEvents(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	rdb := testenv.Redis(t)
+	channel := testenv.UniqueName("orders.shipped_")
+	r := runApp(ctx, "--redis-url", testenv.RedisURL(), "--actions", "message", channel)
+	r.stderr.waitFor(t, ctx, "subscribed to "+channel+".cdc_events, and to custom events on "+channel+"\n")
+	msg := `{"event_id":1,"txid":2,"timestamp":"2026-12-02T10:00:00.000000Z","action":"message","channel":"` + channel + `","data":{"order_id":42}}`
+	require.NoError(t, rdb.Publish(ctx, channel+".cdc_events", event("x", relay.ActionInsert, 1)).Err())
+	require.NoError(t, rdb.Publish(ctx, channel, msg).Err())
+	r.stdout.waitLines(t, ctx, 1)
+	require.NoError(t, r.stop(t, ctx))
+	require.Equal(t, msg+"\n", r.stdout.String())
+}

@@ -31,9 +31,21 @@ const eventField = "event"
 // creating the groups) failing is an error; later failures are retried
 // until Redis is back, resuming after the last entry printed.
 func runStreams(ctx context.Context, s *session, cfg *config, errOut io.Writer) error {
-	fns := make([]func(context.Context) error, len(cfg.names))
+	keys := append([]string(nil), cfg.names...)
+	for _, c := range cfg.customs {
+		// A custom events' stream is read only where there is one, so
+		// that a group is not made on a stream nobody writes.
+		n, err := s.rdb.Exists(ctx, c).Result()
+		if err != nil {
+			return s.stopped(ctx, fmt.Errorf("look for stream %s: %w", c, err))
+		}
+		if n > 0 {
+			keys = append(keys, c)
+		}
+	}
+	fns := make([]func(context.Context) error, len(keys))
 	var existing []string
-	for i, key := range cfg.names {
+	for i, key := range keys {
 		if cfg.group == "" {
 			start, err := startID(ctx, s.rdb, key, cfg.from)
 			if err != nil {
@@ -51,7 +63,7 @@ func runStreams(ctx context.Context, s *session, cfg *config, errOut io.Writer) 
 		}
 		fns[i] = (&groupReader{s: s, key: key, group: cfg.group, consumer: cfg.consumer, from: cfg.from}).follow
 	}
-	streams := strings.Join(cfg.names, ", ")
+	streams := strings.Join(keys, ", ")
 	if cfg.group == "" {
 		fmt.Fprintf(errOut, "reading stream %s (%s)\n", streams, startText(cfg.from))
 		return runAll(ctx, fns)
