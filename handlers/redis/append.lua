@@ -1,21 +1,28 @@
 -- Appends one batch's events to one stream, exactly once, and forgets what
--- an earlier, checkpointed batch appended. Redis runs a script atomically,
+-- earlier, checkpointed batches appended. Redis runs a script atomically,
 -- so the appends and the record of them happen together or not at all.
 --
 -- KEYS[1]  the stream (also the channel to publish on)
--- KEYS[2]  its bookkeeping hash for one relay name, in the same hash slot:
---          field "token" is the newest lease token that appended; every
---          other field is the id of an event appended but not yet known to
---          be recorded as delivered in PostgreSQL
+-- KEYS[2]  its bookkeeping hash for one relay name, in the same hash slot.
+--          Field "token" is the newest lease token that appended. The
+--          others record events appended but not yet known to be recorded
+--          as delivered in PostgreSQL: "b<id>" holds the ids of one batch
+--          (comma-separated; <id> its first), listed in "batches"; "<id>"
+--          is one event's id.
 -- ARGV     token, maxlen ("0": no trimming), publish ("", "s" SPUBLISH,
 --          "c" PUBLISH), record ("1": fence and deduplicate, "0": neither),
---          n, then n event ids to forget, then (event id, event JSON) pairs
+--          n, then n fields to delete (checkpointed), m, then m batch
+--          fields this relay wrote and has not checkpointed, then the
+--          events' JSON, each starting {"event_id":<id>,
+-- Returns the batch field written ("" for none), then the ids of the
+-- events skipped as appended before.
 local token = ARGV[1]
 local maxlen = ARGV[2]
 local publish = ARGV[3]
 local record = ARGV[4] == '1'
 local nforget = tonumber(ARGV[5])
-local first = 6 + nforget
+local nmine = tonumber(ARGV[6 + nforget])
+local first = 7 + nforget + nmine
 
 -- unpack() has a stack limit: send long lists in slices.
 local function each_slice(list, from, to, step, fn)
@@ -24,6 +31,20 @@ local function each_slice(list, from, to, step, fn)
     end
 end
 
+-- The batch fields alive, listed in the field "batches", so that finding
+-- them does not mean reading every field.
+local function split_list(v)
+    local out = {}
+    if v then
+        for x in string.gmatch(v, '[^,]+') do
+            out[#out + 1] = x
+        end
+    end
+    return out
+end
+
+local seen = nil
+local batches = {}
 if record then
     local held = redis.call('HGET', KEYS[2], 'token')
     if held and tonumber(held) > tonumber(token) then
@@ -33,37 +54,105 @@ if record then
     if held ~= token then
         redis.call('HSET', KEYS[2], 'token', token)
     end
+    local forgotten = {}
     if nforget > 0 then
-        each_slice(ARGV, 6, first - 1, 1000, function(...)
+        for i = 6, 5 + nforget do
+            forgotten[ARGV[i]] = true
+        end
+        each_slice(ARGV, 6, 5 + nforget, 1000, function(...)
             redis.call('HDEL', KEYS[2], ...)
         end)
     end
+    local mine = {}
+    for i = 7 + nforget, first - 1 do
+        mine[ARGV[i]] = true
+    end
+    -- A batch field this relay did not write is a predecessor's (or this
+    -- relay's previous session's): its events may come again in another
+    -- order, over several batches, so it is split into one field per id,
+    -- which this relay forgets id by id as it hands them out again.
+    seen = {}
+    local list = redis.call('HGET', KEYS[2], 'batches')
+    for _, f in ipairs(split_list(list)) do
+        if not forgotten[f] then
+            local ids = split_list(redis.call('HGET', KEYS[2], f))
+            if mine[f] then
+                for _, id in ipairs(ids) do
+                    seen[id] = true
+                end
+                batches[#batches + 1] = f
+            else
+                redis.call('HDEL', KEYS[2], f)
+                local fields = {}
+                for _, id in ipairs(ids) do
+                    fields[#fields + 1] = id
+                    fields[#fields + 1] = '1'
+                end
+                if #fields > 0 then
+                    each_slice(fields, 1, #fields, 1000, function(...)
+                        redis.call('HSET', KEYS[2], ...)
+                    end)
+                end
+            end
+        end
+    end
+    -- Fields beyond the token, the list and the live batches are single
+    -- ids: look this batch's events up among them (normally there are none).
+    if redis.call('HLEN', KEYS[2]) > 1 + (list and 1 or 0) + #batches then
+        local ids = {}
+        for i = first, #ARGV do
+            ids[#ids + 1] = string.match(ARGV[i], '^{"event_id":(%-?%d+)')
+        end
+        for from = 1, #ids, 1000 do
+            local to = math.min(from + 999, #ids)
+            local found = redis.call('HMGET', KEYS[2], unpack(ids, from, to))
+            for j = 1, #found do
+                if found[j] then
+                    seen[ids[from + j - 1]] = true
+                end
+            end
+        end
+    end
 end
 
--- Only events that may have been appended before are looked up: normally
--- the hash holds just the token by now, and nothing is.
-local check = record and redis.call('HLEN', KEYS[2]) > 1
-local appended = {}
-for i = first, #ARGV, 2 do
-    local id, event = ARGV[i], ARGV[i + 1]
-    if not (check and redis.call('HEXISTS', KEYS[2], id) == 1) then
-        if maxlen == '0' then
-            redis.call('XADD', KEYS[1], '*', 'event', event)
-        else
-            redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'event', event)
-        end
+local appended, skipped = {}, { '' }
+for i = first, #ARGV do
+    local event = ARGV[i]
+    local id = string.match(event, '^{"event_id":(%-?%d+)')
+    if seen and seen[id] then
+        skipped[#skipped + 1] = id
+    else
+        redis.call('XADD', KEYS[1], '*', 'event', event)
         if publish == 's' then
             redis.call('SPUBLISH', KEYS[1], event)
         elseif publish == 'c' then
             redis.call('PUBLISH', KEYS[1], event)
         end
         appended[#appended + 1] = id
-        appended[#appended + 1] = '1'
     end
 end
 if record and #appended > 0 then
-    each_slice(appended, 1, #appended, 1000, function(...)
-        redis.call('HSET', KEYS[2], ...)
-    end)
+    local field = 'b' .. appended[1]
+    local ids = table.concat(appended, ',')
+    local before = redis.call('HGET', KEYS[2], field)
+    if before then
+        ids = before .. ',' .. ids
+    else
+        batches[#batches + 1] = field
+    end
+    redis.call('HSET', KEYS[2], field, ids)
+    skipped[1] = field
 end
-return #appended / 2
+if record then
+    if #batches > 0 then
+        redis.call('HSET', KEYS[2], 'batches', table.concat(batches, ','))
+    else
+        redis.call('HDEL', KEYS[2], 'batches')
+    end
+end
+-- One trim per batch: at least maxlen entries stay, as with MAXLEN on
+-- each XADD, at a fraction of the cost.
+if maxlen ~= '0' and #appended > 0 then
+    redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', maxlen)
+end
+return skipped

@@ -10,24 +10,32 @@ package redis
 //
 //   - Each stream has, per relay name, a bookkeeping hash in the stream's
 //     hash slot ("pgrelay:{<stream>}:<name>"). The script append.lua appends
-//     a batch's events for that stream and records their ids there, in one
-//     atomic step, skipping events whose ids are recorded already.
+//     a batch's events for that stream and records their ids there, as one
+//     field per batch, in one atomic step, skipping events whose ids are
+//     recorded already.
 //   - When the relay has saved its progress it calls Checkpoint: every event
 //     handed out so far is then recorded as delivered, and no relay of that
 //     name hands it out again. The next script call for the stream (or an
 //     HDEL for a stream the batch does not touch, or OnClose) deletes those
-//     ids. So the hash holds what was appended since the last saved
-//     progress, plus what a crashed predecessor appended and its successor
-//     has not yet handed out and saved: exactly the events that can come
-//     again. Event ids are unique, so a recorded id is never a new event.
+//     batches' fields. So the hash holds what was appended since the last
+//     saved progress, plus what a crashed predecessor (or this relay's
+//     previous session) appended and has not been handed out and saved
+//     since: exactly the events that can come again. Event ids are unique,
+//     so a recorded id is never a new event.
+//   - A predecessor's batches may come again in another order, spread over
+//     several of this relay's batches, so the script splits a batch field it
+//     did not write into one field per id, and this relay forgets those id by
+//     id, after saving the batch it met them in.
 //   - Fencing: the hash also keeps the newest lease token that appended. A
 //     relay that lost its lease without knowing (frozen, partitioned) gets
 //     ErrFenced instead of appending after its successor.
 //
 // A crash between saving progress and the next batch leaves that batch's
-// ids in the hashes for good: a few bytes per event, once per crash.
-// The cost per event is one hash field written and deleted next to the
-// XADD, inside scripts that run one per stream per batch.
+// field in the hash, to be split and dropped by no one: a few bytes per
+// event, once per crash. The cost per batch and stream is one HSET and one
+// HDEL of a field listing the batch's ids, one HLEN and one XTRIM, next to
+// the XADDs, in one script; the ids are read from the events' JSON rather
+// than sent twice.
 //
 // On Redis Cluster the stream and its hash share a slot, so the above
 // holds per stream; a batch touching several streams is appended stream by
@@ -40,6 +48,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -77,56 +86,62 @@ func hashTag(key string) string {
 	return key
 }
 
-// streamBook is the handler's memory of event ids per relay name and
-// stream: handed out since the last checkpoint, and checkpointed but not
-// yet deleted from Redis.
+// streamBook is the handler's memory, per relay name and stream, of the
+// bookkeeping fields in Redis (see append.lua): those written or made
+// reachable since the last checkpoint (batch fields, and the ids of events
+// skipped as appended before), and those checkpointed but not yet deleted.
 type streamBook struct {
 	mu    sync.Mutex
-	names map[string]map[string]*streamIDs
+	names map[string]map[string]*streamFields
+	// tokens are the lease tokens the names last appended under, for the
+	// deletes OnClose sends.
+	tokens map[string]int64
 }
 
-type streamIDs struct {
+type streamFields struct {
 	handed []string
 	forget []string
 }
 
-// of returns the ids of stream for name, creating them. Call with mu held.
-func (b *streamBook) of(name, stream string) *streamIDs {
+// of returns the fields of stream for name, creating them. Call with mu
+// held.
+func (b *streamBook) of(name, stream string) *streamFields {
 	if b.names == nil {
-		b.names = make(map[string]map[string]*streamIDs)
+		b.names = make(map[string]map[string]*streamFields)
 	}
 	streams := b.names[name]
 	if streams == nil {
-		streams = make(map[string]*streamIDs)
+		streams = make(map[string]*streamFields)
 		b.names[name] = streams
 	}
-	ids := streams[stream]
-	if ids == nil {
-		ids = &streamIDs{}
-		streams[stream] = ids
+	f := streams[stream]
+	if f == nil {
+		f = &streamFields{}
+		streams[stream] = f
 	}
-	return ids
+	return f
 }
 
-// checkpoint turns everything handed out for name into ids to forget.
+// checkpoint turns everything handed out for name into fields to forget.
 func (b *streamBook) checkpoint(name string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for _, ids := range b.names[name] {
-		ids.forget = append(ids.forget, ids.handed...)
-		ids.handed = ids.handed[:0]
+	for _, f := range b.names[name] {
+		f.forget = append(f.forget, f.handed...)
+		f.handed = f.handed[:0]
 	}
 }
 
 // restart drops what was handed out but not checkpointed: a new session
 // starts over from the progress saved in PostgreSQL, which need not cover
-// it, so it must stay recorded in Redis until handed out and saved again.
+// it, so it must stay recorded in Redis, where the next script call takes
+// it for a predecessor's, until handed out and saved again.
 func (b *streamBook) restart() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, streams := range b.names {
-		for _, ids := range streams {
-			ids.handed = ids.handed[:0]
+		for _, f := range streams {
+			f.handed = f.handed[:0]
 		}
 	}
 }
@@ -135,8 +150,7 @@ func (b *streamBook) restart() {
 type streamBatch struct {
 	stream string
 	args   []any
-	ids    []string
-	forget int // how many of the stream's forget ids args carries
+	forget int // how many of the stream's fields to forget args carries
 }
 
 // appendStreams appends events to their streams, one script per stream,
@@ -162,9 +176,8 @@ func (h *Handler) appendStreams(ctx context.Context, events []relay.Event) error
 	buf, done := h.buffer()
 	defer func() { done(buf) }()
 	var (
-		order   []*streamBatch
-		byName  = make(map[string]*streamBatch)
-		touched = make(map[string]bool)
+		order  []*streamBatch
+		byName = make(map[string]*streamBatch)
 	)
 	h.streams.mu.Lock()
 	for i := range events {
@@ -173,31 +186,43 @@ func (h *Handler) appendStreams(ctx context.Context, events []relay.Event) error
 		sb := byName[stream]
 		if sb == nil {
 			sb = &streamBatch{stream: stream}
-			var forget []string
+			var forget, mine []string
 			if record {
-				forget = h.streams.of(d.Name, stream).forget
+				f := h.streams.of(d.Name, stream)
+				forget = f.forget
+				for _, field := range f.handed {
+					if strings.HasPrefix(field, "b") {
+						mine = append(mine, field)
+					}
+				}
 			}
 			sb.forget = len(forget)
-			sb.args = make([]any, 0, 5+len(forget)+2*len(events))
+			sb.args = make([]any, 0, 7+len(forget)+len(mine)+len(events))
 			sb.args = append(sb.args, strconv.FormatInt(d.Token, 10), maxlen, publish, recordArg, len(forget))
-			for _, id := range forget {
-				sb.args = append(sb.args, id)
+			for _, field := range forget {
+				sb.args = append(sb.args, field)
+			}
+			sb.args = append(sb.args, len(mine))
+			for _, field := range mine {
+				sb.args = append(sb.args, field)
 			}
 			byName[stream] = sb
-			touched[stream] = true
 			order = append(order, sb)
 		}
+		// The script reads each event's id from the start of its JSON.
 		start := len(buf)
 		buf = e.AppendJSON(buf)
-		id := strconv.FormatInt(e.ID, 10)
-		sb.ids = append(sb.ids, id)
-		sb.args = append(sb.args, id, buf[start:len(buf):len(buf)])
+		sb.args = append(sb.args, buf[start:len(buf):len(buf)])
 	}
-	var idle []*streamBatch // streams this batch does not touch, with ids to forget
+	var idle []*streamBatch // streams this batch does not touch, with fields to forget
 	if record {
-		for stream, ids := range h.streams.names[d.Name] {
-			if !touched[stream] && len(ids.forget) > 0 {
-				idle = append(idle, &streamBatch{stream: stream, ids: ids.forget, forget: len(ids.forget)})
+		if h.streams.tokens == nil {
+			h.streams.tokens = make(map[string]int64)
+		}
+		h.streams.tokens[d.Name] = d.Token
+		for stream, f := range h.streams.names[d.Name] {
+			if byName[stream] == nil && len(f.forget) > 0 {
+				idle = append(idle, forgetBatch(stream, d.Token, f.forget))
 			}
 		}
 	}
@@ -210,7 +235,7 @@ func (h *Handler) appendStreams(ctx context.Context, events []relay.Event) error
 			cmds[i] = appendScript.EvalSha(ctx, pipe, []string{sb.stream, BookKey(sb.stream, d.Name)}, sb.args...)
 		}
 		for _, sb := range idle {
-			pipe.HDel(ctx, BookKey(sb.stream, d.Name), sb.ids...)
+			appendScript.EvalSha(ctx, pipe, []string{sb.stream, BookKey(sb.stream, d.Name)}, sb.args...)
 		}
 		_, err := pipe.Exec(ctx)
 		return cmds, err
@@ -237,30 +262,52 @@ func (h *Handler) appendStreams(ctx context.Context, events []relay.Event) error
 	}
 	h.streams.mu.Lock()
 	defer h.streams.mu.Unlock()
-	for _, sb := range order {
-		ids := h.streams.of(d.Name, sb.stream)
-		ids.forget = ids.forget[sb.forget:]
-		ids.handed = append(ids.handed, sb.ids...)
+	for i, sb := range order {
+		written, err := cmds[i].StringSlice()
+		if err != nil {
+			return fmt.Errorf("append to stream %s: read the script's reply: %w", sb.stream, err)
+		}
+		f := h.streams.of(d.Name, sb.stream)
+		f.forget = f.forget[sb.forget:]
+		if len(written) > 0 && written[0] != "" && !slices.Contains(f.handed, written[0]) {
+			f.handed = append(f.handed, written[0])
+		}
+		if len(written) > 1 {
+			f.handed = append(f.handed, written[1:]...)
+		}
 	}
 	for _, sb := range idle {
-		ids := h.streams.of(d.Name, sb.stream)
-		ids.forget = ids.forget[sb.forget:]
+		f := h.streams.of(d.Name, sb.stream)
+		f.forget = f.forget[sb.forget:]
 	}
 	return nil
 }
 
-// forget deletes, in every stream's bookkeeping hash, the ids checkpointed
-// but not yet deleted.
+// forgetBatch is a script call that appends nothing and deletes the
+// checkpointed fields of stream, keeping the list of batches in step.
+func forgetBatch(stream string, token int64, forget []string) *streamBatch {
+	sb := &streamBatch{stream: stream, forget: len(forget)}
+	sb.args = append(sb.args, strconv.FormatInt(token, 10), "0", "", "1", len(forget))
+	for _, field := range forget {
+		sb.args = append(sb.args, field)
+	}
+	sb.args = append(sb.args, 0)
+	return sb
+}
+
+// forget deletes, in every stream's bookkeeping hash, the fields
+// checkpointed but not yet deleted.
 func (h *Handler) forget(ctx context.Context) error {
 	h.streams.mu.Lock()
 	defer h.streams.mu.Unlock()
 	pipe := h.cfg.Client.Pipeline()
-	var sent []*streamIDs
+	var sent []*streamFields
 	for name, streams := range h.streams.names {
-		for stream, ids := range streams {
-			if len(ids.forget) > 0 {
-				pipe.HDel(ctx, BookKey(stream, name), ids.forget...)
-				sent = append(sent, ids)
+		for stream, f := range streams {
+			if len(f.forget) > 0 {
+				sb := forgetBatch(stream, h.streams.tokens[name], f.forget)
+				appendScript.EvalSha(ctx, pipe, []string{stream, BookKey(stream, name)}, sb.args...)
+				sent = append(sent, f)
 			}
 		}
 	}
@@ -268,10 +315,10 @@ func (h *Handler) forget(ctx context.Context) error {
 		return nil
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("delete delivered events' ids from the stream bookkeeping: %w", err)
+		return fmt.Errorf("delete delivered events' records from the stream bookkeeping: %w", err)
 	}
-	for _, ids := range sent {
-		ids.forget = ids.forget[:0]
+	for _, f := range sent {
+		f.forget = f.forget[:0]
 	}
 	return nil
 }
