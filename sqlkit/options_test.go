@@ -140,6 +140,16 @@ func TestEnsureCDCStatusesAndOptionsShown(t *testing.T) {
 		Options: sqlkit.CaptureOptions{Actions: []string{"insert", "update"}, IgnoreColumns: []string{},
 			ExcludeColumns: []string{"secret"}, Where: "(name <> 'x'::text)"},
 	}}, tables)
+	// The same through SQL, with named arguments.
+	var status string
+	same := `SELECT cdc.ensure_cdc_for('acct', actions => '{insert,update}',
+		exclude_columns => '{secret}', row_filter => 'name <> ''x''')`
+	require.NoError(t, pool.QueryRow(ctx, same).Scan(&status))
+	require.Equal(t, "unchanged", status)
+	require.NoError(t, pool.QueryRow(ctx, `SELECT cdc.ensure_cdc_for('acct', ignore_columns => ARRAY['name'])`).Scan(&status))
+	require.Equal(t, "updated", status)
+	require.NoError(t, pool.QueryRow(ctx, same).Scan(&status))
+	require.Equal(t, "updated", status)
 	var fromSQL string
 	require.NoError(t, pool.QueryRow(ctx, `SELECT format('%s %s %s %s %s', tbl, actions, ignore_columns, exclude_columns, row_filter) FROM cdc.cdc_tables()`).Scan(&fromSQL))
 	require.Equal(t, `acct {insert,update} {} {secret} (name <> 'x'::text)`, fromSQL)
