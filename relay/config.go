@@ -90,6 +90,13 @@ type Config struct {
 
 	// Logger receives the relay's logs. Defaults to discarding them.
 	Logger *slog.Logger
+
+	// Observer, if set, receives every Activity of the relay as it
+	// happens: batches, reconnects, leadership, polling, parked events
+	// (package metrics turns them into Prometheus metrics). It is called
+	// from the relay's goroutines, one call at a time per relay, and must
+	// return quickly. Defaults to none.
+	Observer func(Activity)
 }
 
 // withDefaults returns c with zero fields set to their defaults.

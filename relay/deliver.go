@@ -79,6 +79,7 @@ func (s *session) deliver(ctx context.Context, events []Event) error {
 					continue
 				}
 			}
+			r.observe(Activity{Kind: ActivityHandlerFailed, Err: err, Handler: fmt.Sprintf("%T", h)})
 			r.log.Warn("handler failed; retrying", "handler", fmt.Sprintf("%T", h),
 				"event_id", rest[0].ID, "attempt", attempts, "retry_in", backoff, "err", err)
 			if !r.sleep(ctx, backoff) {
@@ -99,6 +100,7 @@ func (s *session) park(h EventHandler, e Event, cause error, attempts int) {
 	s.r.log.Error("handler refused an event permanently; parking it in cdc.failed_event",
 		"handler", fmt.Sprintf("%T", h), "event_id", e.ID, "channel", e.Channel(),
 		"attempts", attempts, "err", cause)
+	s.r.observe(Activity{Kind: ActivityParked, Events: []Event{e}, Err: cause, Handler: fmt.Sprintf("%T", h)})
 	s.parked = append(s.parked, sqlkit.ParkedEvent{
 		Row:     outboxRow(&e),
 		Handler: fmt.Sprintf("%T", h), Error: cause.Error(), Attempts: attempts,

@@ -124,10 +124,18 @@ func (s *session) acquire(ctx context.Context) error {
 			if waited || l.Previous != "" {
 				r.log.Info("took over delivery", "name", r.cfg.Name, "from", l.Previous)
 			}
+			r.observe(Activity{Kind: ActivityLeader})
 			break
 		}
 		if !waited && !r.steppedDown {
 			r.log.Info("another relay is delivering for this name; standing by", "name", r.cfg.Name)
+		}
+		if !waited {
+			a := Activity{Kind: ActivityStandby}
+			if r.steppedDown {
+				a.Reason = "lease_lost"
+			}
+			r.observe(a)
 		}
 		r.steppedDown = false
 		// Try again every RetryInterval, or as soon as the lease expires.

@@ -74,6 +74,9 @@ type Relay struct {
 	// zombies: backends of its earlier sessions, for the next one to end.
 	zombies []sqlkit.Backend
 
+	// observeMu makes Config.Observer's calls one at a time.
+	observeMu sync.Mutex
+
 	mu       sync.Mutex
 	state    state
 	handlers []EventHandler
@@ -248,6 +251,7 @@ func (r *Relay) Close(ctx context.Context) error {
 		}
 		r.closeErr = errors.Join(errs...)
 		r.log.Info("relay stopped")
+		r.observe(Activity{Kind: ActivityStopped})
 	})
 	return r.closeErr
 }
@@ -267,6 +271,7 @@ func (r *Relay) loop(ctx context.Context, s *session) {
 		// A relay that lost its lease steps down at once, with one line,
 		// and stands by on fresh connections.
 		lost := errors.Is(err, sqlkit.ErrLeaseLost)
+		r.observe(Activity{Kind: ActivityDisconnected, Err: err, Reason: disconnectReason(err)})
 		if lost {
 			r.log.Warn("another relay took over delivery for this name; standing by", "name", r.cfg.Name)
 			r.steppedDown, r.waiting = true, false
@@ -281,6 +286,7 @@ func (r *Relay) loop(ctx context.Context, s *session) {
 			s, err = r.connect(ctx)
 			if err != nil {
 				r.log.Warn("reconnect failed", "attempt", attempt, "err", err)
+				r.observe(Activity{Kind: ActivityReconnectFailed, Err: err, Reason: disconnectReason(err)})
 				if r.cfg.RetryAttempts > 0 && attempt >= r.cfg.RetryAttempts {
 					r.giveUp(fmt.Errorf("giving up after %d reconnection attempts: %w", attempt, err))
 					return
@@ -296,6 +302,7 @@ func (r *Relay) loop(ctx context.Context, s *session) {
 
 func (r *Relay) giveUp(err error) {
 	r.log.Error("relay stopped", "err", err)
+	r.observe(Activity{Kind: ActivityStopped, Err: err})
 	if r.cfg.OnError != nil {
 		r.cfg.OnError(err)
 		return

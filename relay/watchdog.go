@@ -50,9 +50,11 @@ func (r *Relay) setPolling(on bool) {
 		return
 	}
 	if on {
+		r.observe(Activity{Kind: ActivityPolling})
 		r.log.Warn("notifications do not reach the LISTEN connection (is a connection pooler in transaction mode "+
 			"in between?); falling back to polling the outbox", "poll_interval", r.cfg.PollInterval)
 	} else {
+		r.observe(Activity{Kind: ActivityNotified})
 		r.log.Info("notifications work again; polling only as a safety net")
 	}
 }
