@@ -8,18 +8,18 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-var sqlBacklog = query("backlog")
-
 // Backlog returns how many events are undelivered for cursor c and the change
 // time of the oldest (zero when there are none).
 func Backlog(ctx context.Context, db DB, c Cursor) (count int64, oldest time.Time, err error) {
-	pending, partial, after, _ := c.args()
-	var ts *time.Time
-	if err := db.QueryRow(ctx, sqlBacklog, c.Mark, c.NextTxid, pending, partial, after).Scan(&count, &ts); err != nil {
-		return 0, time.Time{}, fmt.Errorf("count undelivered events: %w", err)
+	tables, err := BacklogByTable(ctx, db, c)
+	if err != nil {
+		return 0, time.Time{}, err
 	}
-	if ts != nil {
-		oldest = *ts
+	for _, t := range tables {
+		count += t.Count
+		if oldest.IsZero() || t.Oldest.Before(oldest) {
+			oldest = t.Oldest
+		}
 	}
 	return count, oldest, nil
 }

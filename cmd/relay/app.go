@@ -88,6 +88,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		},
 		OnUsageError:    usageError,
 		HideHelpCommand: true,
+		// main prints errors and picks the exit status; urfave/cli would
+		// exit from inside Run.
+		ExitErrHandler: func(*cli.Context, error) {},
 		Before: func(c *cli.Context) error {
 			// Fail on a bad level or format before doing anything.
 			_, err := newLogger(c)

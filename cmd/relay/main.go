@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -15,7 +16,12 @@ func main() {
 	app := newApp(os.Stdout, os.Stderr)
 	if err := app.Run(hoistGlobalFlags(app, os.Args)); err != nil {
 		fmt.Fprintln(os.Stderr, "relay: "+oneLine(err.Error()))
-		os.Exit(1)
+		code := 1
+		var coded interface{ ExitCode() int }
+		if errors.As(err, &coded) {
+			code = coded.ExitCode()
+		}
+		os.Exit(code)
 	}
 }
 

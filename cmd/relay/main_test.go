@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgrelay/pgrelay/internal/testenv"
+	"github.com/pgrelay/pgrelay/relay"
 )
 
 // runCLI runs the relay command in-process and returns its output and the
@@ -78,7 +79,7 @@ func TestCLIBadInput(t *testing.T) {
 	// Nothing was half done: no table got CDC.
 	out, _, err := runCLI(ctx, "--database-url", dbURL, "status", "--json")
 	require.NoError(t, err)
-	var st statusReport
+	var st relay.Status
 	require.NoError(t, json.Unmarshal([]byte(out), &st))
 	require.Empty(t, st.Tables)
 }
@@ -102,9 +103,12 @@ func TestCLIEnsureRunStatus(t *testing.T) {
 	require.NoError(t, err)
 	out, _, err = runCLI(ctx, "--database-url", dbURL, "status", "--json")
 	require.NoError(t, err)
-	var st statusReport
+	var st relay.Status
 	require.NoError(t, json.Unmarshal([]byte(out), &st))
-	require.Equal(t, []string{"shop." + table}, st.Tables)
+	require.Len(t, st.Tables, 1)
+	require.Equal(t, "shop."+table, st.Tables[0].Name())
+	require.True(t, st.Tables[0].Captured)
+	require.EqualValues(t, 2, st.Tables[0].Pending)
 	require.EqualValues(t, 2, st.Pending)
 	require.NotNil(t, st.OldestPending)
 
@@ -130,7 +134,7 @@ func TestCLIEnsureRunStatus(t *testing.T) {
 	// stopped (it gave up its lease and registration).
 	out, _, err = runCLI(ctx, "--database-url", dbURL, "status", "--json")
 	require.NoError(t, err)
-	st = statusReport{}
+	st = relay.Status{}
 	require.NoError(t, json.Unmarshal([]byte(out), &st))
 	require.Len(t, st.Relays, 1)
 	require.True(t, st.Relays[0].Active)
@@ -144,7 +148,7 @@ func TestCLIEnsureRunStatus(t *testing.T) {
 
 	out, _, err = runCLI(ctx, "--database-url", dbURL, "status", "--json")
 	require.NoError(t, err)
-	st = statusReport{}
+	st = relay.Status{}
 	require.NoError(t, json.Unmarshal([]byte(out), &st))
 	require.Zero(t, st.Pending)
 	require.Zero(t, st.Failed)

@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgrelay/pgrelay/internal/testenv"
+	"github.com/pgrelay/pgrelay/relay"
 )
 
 // TestCLICaptureOptions: ensure-cdc sets exactly the options given, says
@@ -40,10 +41,10 @@ func TestCLICaptureOptions(t *testing.T) {
 	require.Contains(t, out, "  public.acct (actions insert,update; ignore seen; exclude secret; where (name <> 'bot'::text))\n")
 	out, _, err = runCLI(ctx, "--database-url", dbURL, "status", "--json")
 	require.NoError(t, err)
-	var st statusReport
+	var st relay.Status
 	require.NoError(t, json.Unmarshal([]byte(out), &st))
-	require.Equal(t, []tableCapture{{Table: "public.acct", Actions: []string{"insert", "update"},
-		IgnoreColumns: []string{"seen"}, ExcludeColumns: []string{"secret"}, Where: "(name <> 'bot'::text)"}}, st.Capture)
+	require.Equal(t, []relay.TableStatus{{Schema: "public", Table: "acct", Captured: true, Actions: []string{"insert", "update"},
+		IgnoreColumns: []string{"seen"}, ExcludeColumns: []string{"secret"}, Where: "(name <> 'bot'::text)"}}, st.Tables)
 
 	for _, tc := range []struct {
 		flags []string

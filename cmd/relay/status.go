@@ -12,21 +12,16 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/pgrelay/pgrelay/relay"
-	"github.com/pgrelay/pgrelay/sqlkit"
 )
 
-// tableCapture is one table's capture options in `relay status --json`.
-type tableCapture struct {
-	Table          string   `json:"table"`
-	Actions        []string `json:"actions"`
-	IgnoreColumns  []string `json:"ignore_columns"`
-	ExcludeColumns []string `json:"exclude_columns"`
-	// Where is the row filter as PostgreSQL prints it, "" for none.
-	Where string `json:"where"`
-}
-
-// describe is the options in one line: "" for the defaults.
-func (t tableCapture) describe() string {
+// describe is a table's capture options in one line: "" for the defaults.
+func describe(t relay.TableStatus) string {
+	if !t.Captured {
+		if t.Schema == "" {
+			return "custom events"
+		}
+		return "CDC removed"
+	}
 	var parts []string
 	if len(t.Actions) < 4 {
 		parts = append(parts, "actions "+strings.Join(t.Actions, ","))
@@ -43,119 +38,104 @@ func (t tableCapture) describe() string {
 	return strings.Join(parts, "; ")
 }
 
-// statusReport is what `relay status --json` prints.
-type statusReport struct {
-	SchemaVersion int      `json:"schema_version"`
-	Tables        []string `json:"tables"`
-	// Capture lists the tables' capture options, in the order of Tables.
-	Capture          []tableCapture `json:"capture"`
-	Name             string         `json:"name"`
-	Pending          int64          `json:"pending"`
-	Failed           int64          `json:"failed"`
-	Retained         int64          `json:"delivered_retained"`
-	OldestPending    *time.Time     `json:"oldest_pending,omitempty"`
-	OldestPendingAge float64        `json:"oldest_pending_age_seconds"`
-	// Relays are the relays running for Name, the active one first.
-	Relays []sqlkit.InstanceStatus `json:"relays"`
+// errLagging is returned by status --max-lag when the oldest undelivered
+// event is older: main exits with status 2 for it.
+type errLagging struct{ age, max time.Duration }
+
+func (e errLagging) Error() string {
+	return fmt.Sprintf("the oldest undelivered event is %s old, more than --max-lag %s", e.age, e.max)
 }
+
+// ExitCode makes urfave/cli exit with status 2.
+func (e errLagging) ExitCode() int { return 2 }
 
 func statusCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "status",
-		Usage: "show the tables with CDC and the undelivered events",
+		Usage: "show the tables with CDC, undelivered and failed events, and the relays",
+		Description: "With --max-lag, exits with status 2 when the oldest undelivered event is older than that " +
+			"(after printing), so that it serves as a cron or monitoring check. --json prints the same as " +
+			"relay.Status, documented in the README.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: flagName, Usage: "delivery position to report on", EnvVars: []string{"RELAY_NAME"}, Value: relay.DefaultName},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON, for scripts"},
+			&cli.DurationFlag{Name: "max-lag", Usage: "exit with status 2 when the oldest undelivered event is older than this (0: never)"},
 		},
 		Action: func(c *cli.Context) error {
-			var rep statusReport
+			if c.Duration("max-lag") < 0 {
+				return fmt.Errorf("invalid --max-lag %s: it must not be negative", c.Duration("max-lag"))
+			}
+			var st relay.Status
 			err := withDB(c, func(ctx context.Context, conn *pgx.Conn) error {
-				return readStatus(ctx, conn, c.String(flagName), &rep)
+				var err error
+				st, err = relay.ReadStatus(ctx, conn, c.String(flagName))
+				return err
 			})
 			if err != nil {
 				return err
 			}
-			return printStatus(c, rep)
+			if err := printStatus(c, st); err != nil {
+				return err
+			}
+			age := time.Duration(st.OldestPendingAge * float64(time.Second)).Round(time.Millisecond)
+			if limit := c.Duration("max-lag"); limit > 0 && st.OldestPending != nil && age > limit {
+				return errLagging{age: age, max: limit}
+			}
+			return nil
 		},
 	}
 }
 
-func readStatus(ctx context.Context, conn *pgx.Conn, name string, rep *statusReport) error {
-	if err := sqlkit.CheckSchema(ctx, conn); err != nil {
-		return err
-	}
-	rep.SchemaVersion = sqlkit.LatestVersion()
-	rep.Name = name
-	tables, err := sqlkit.CapturedTables(ctx, conn)
-	if err != nil {
-		return err
-	}
-	rep.Tables = make([]string, len(tables))
-	rep.Capture = make([]tableCapture, len(tables))
-	for i, t := range tables {
-		rep.Tables[i] = t.String()
-		rep.Capture[i] = tableCapture{Table: t.String(), Actions: t.Options.Actions,
-			IgnoreColumns: t.Options.IgnoreColumns, ExcludeColumns: t.Options.ExcludeColumns, Where: t.Options.Where}
-	}
-	cur, err := sqlkit.LoadCursor(ctx, conn, name)
-	if err != nil {
-		return err
-	}
-	n, oldest, err := sqlkit.Backlog(ctx, conn, cur)
-	if err != nil {
-		return err
-	}
-	rep.Pending = n
-	if rep.Failed, err = sqlkit.FailedCount(ctx, conn, name); err != nil {
-		return err
-	}
-	size, err := sqlkit.OutboxSize(ctx, conn)
-	if err != nil {
-		return err
-	}
-	rep.Retained = max(size-n, 0)
-	if rep.Relays, err = sqlkit.RelayInstances(ctx, conn, name); err != nil {
-		return err
-	}
-	if rep.Relays == nil {
-		rep.Relays = []sqlkit.InstanceStatus{}
-	}
-	if !oldest.IsZero() {
-		rep.OldestPending = &oldest
-		rep.OldestPendingAge = time.Since(oldest).Seconds()
-	}
-	return nil
-}
-
-func printStatus(c *cli.Context, rep statusReport) error {
+func printStatus(c *cli.Context, st relay.Status) error {
 	w := c.App.Writer
 	if c.Bool("json") {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
+		return enc.Encode(st)
 	}
-	fmt.Fprintf(w, "schema version:  %d\n", rep.SchemaVersion)
-	fmt.Fprintf(w, "tables with CDC: %d\n", len(rep.Tables))
-	for _, t := range rep.Capture {
-		if opts := t.describe(); opts != "" {
-			fmt.Fprintf(w, "  %s (%s)\n", t.Table, opts)
-		} else {
-			fmt.Fprintf(w, "  %s\n", t.Table)
+	ago := func(age float64) string {
+		return time.Duration(age * float64(time.Second)).Round(time.Millisecond).String()
+	}
+	captured := 0
+	for _, t := range st.Tables {
+		if t.Captured {
+			captured++
 		}
 	}
-	fmt.Fprintf(w, "undelivered (%s): %d\n", rep.Name, rep.Pending)
-	fmt.Fprintf(w, "failed (%s): %d\n", rep.Name, rep.Failed)
-	fmt.Fprintf(w, "delivered, kept until --retention: %d\n", rep.Retained)
-	if rep.OldestPending != nil {
-		fmt.Fprintf(w, "oldest undelivered: %s ago\n", time.Duration(rep.OldestPendingAge*float64(time.Second)).Round(time.Millisecond))
+	fmt.Fprintf(w, "schema version:  %d\n", st.SchemaVersion)
+	fmt.Fprintf(w, "tables with CDC: %d\n", captured)
+	for _, t := range st.Tables {
+		line := "  " + t.Name()
+		if opts := describe(t); opts != "" {
+			line += " (" + opts + ")"
+		}
+		if t.Pending > 0 || t.Failed > 0 {
+			line += fmt.Sprintf(": %d undelivered", t.Pending)
+			if t.OldestPending != nil {
+				line += ", oldest " + ago(t.OldestPendingAge) + " old"
+			}
+			if t.Failed > 0 {
+				line += fmt.Sprintf(", %d failed", t.Failed)
+			}
+		}
+		fmt.Fprintln(w, line)
 	}
-	printRelays(w, rep)
+	fmt.Fprintf(w, "undelivered (%s): %d\n", st.Name, st.Pending)
+	fmt.Fprintf(w, "failed (%s): %d\n", st.Name, st.Failed)
+	fmt.Fprintf(w, "delivered, kept until --retention: %d\n", st.Retained)
+	if st.OldestPending != nil {
+		fmt.Fprintf(w, "oldest undelivered: %s ago\n", ago(st.OldestPendingAge))
+	}
+	if st.LastDelivery != nil {
+		fmt.Fprintf(w, "last delivery (%s): %s ago\n", st.Name, time.Since(*st.LastDelivery).Round(time.Millisecond))
+	}
+	printRelays(w, st)
 	return nil
 }
 
 // printRelays lists the relays of the name: which one delivers, since when
 // and how fresh its lease is, and which stand by.
-func printRelays(w io.Writer, rep statusReport) {
+func printRelays(w io.Writer, rep relay.Status) {
 	now := time.Now()
 	ago := func(t time.Time) string { return now.Sub(t).Round(time.Millisecond).String() + " ago" }
 	running := 0

@@ -1,22 +1,26 @@
--- Undelivered events for a cursor (same arguments and chunk arithmetic as
--- fetch_batch.sql): how many, and the change time of the oldest. By the
+-- Undelivered events for a cursor, per table (for custom events: schema ''
+-- and the channel), with the same arguments and chunk arithmetic as
+-- fetch_batch.sql: how many, and the change time of the oldest. By the
 -- cursor's invariant (sqlkit/cursor.go) they are the events of the
 -- transactions that are pending, start at or after next_txid, or have a row
 -- above the mark, and those after the recorded event of the partial ones.
 -- Updates count one event per updated row, though a row whose key changed
 -- gives two and a row that did not change none.
-SELECT coalesce(sum(CASE WHEN s.updates THEN (s.todo + 1) / 2 ELSE s.todo END), 0)::bigint, min(s.changed_at)
+SELECT s.schema_name, s.table_name,
+       sum(CASE WHEN s.updates THEN (s.todo + 1) / 2 ELSE s.todo END)::bigint, min(s.changed_at)
 FROM (
     SELECT o.id + o.events - 1 - greatest(o.id - 1, p.after_id) AS todo,
-           o.old_rows IS NOT NULL AS updates, o.changed_at
+           o.old_rows IS NOT NULL AS updates, o.changed_at, o.schema_name, o.table_name
     FROM unnest($4::xid8[], $5::bigint[]) AS p(txid, after_id)
     JOIN cdc.outbox o ON o.txid = p.txid AND o.id > p.after_id - {{.IDStep}}
                      AND o.id + o.events - 1 > p.after_id
     UNION ALL
-    SELECT o.events, o.old_rows IS NOT NULL, o.changed_at
+    SELECT o.events, o.old_rows IS NOT NULL, o.changed_at, o.schema_name, o.table_name
     FROM cdc.outbox o
     WHERE o.txid IN (SELECT unnest($3::xid8[])
                      UNION SELECT a.txid FROM cdc.outbox a WHERE a.id > $1
                      UNION SELECT a.txid FROM cdc.outbox a WHERE a.txid >= $2)
       AND o.txid <> ALL ($4::xid8[])
-) s;
+) s
+GROUP BY s.schema_name, s.table_name
+ORDER BY s.schema_name, s.table_name;
