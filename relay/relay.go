@@ -182,7 +182,7 @@ func (r *Relay) Start(ctx context.Context) error {
 		r.closeOnce.Do(func() {})
 		return err
 	}
-	r.log.Info("relay started", "database", RedactURL(r.cfg.DatabaseURL), "name", r.cfg.Name,
+	r.log.Debug("relay started", "database", RedactURL(r.cfg.DatabaseURL), "name", r.cfg.Name,
 		"takeover_bound", r.cfg.TakeoverBound())
 	return nil
 }

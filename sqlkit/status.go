@@ -24,8 +24,14 @@ type TableCount struct {
 
 // BacklogByTable is Backlog per table.
 func BacklogByTable(ctx context.Context, db DB, c Cursor) ([]TableCount, error) {
+	return backlogByTable(ctx, db, c, nil)
+}
+
+// backlogByTable counts, with snapshot (text of a pg_snapshot), only the
+// events of transactions committed in it.
+func backlogByTable(ctx context.Context, db DB, c Cursor, snapshot *string) ([]TableCount, error) {
 	pending, partial, after, _ := c.args()
-	rows, err := db.Query(ctx, sqlBacklogTables, c.Mark, c.NextTxid, pending, partial, after)
+	rows, err := db.Query(ctx, sqlBacklogTables, c.Mark, c.NextTxid, pending, partial, after, snapshot)
 	if err != nil {
 		return nil, fmt.Errorf("count undelivered events per table: %w", err)
 	}
@@ -68,4 +74,35 @@ func LastDelivery(ctx context.Context, db DB, name string) (time.Time, error) {
 		return time.Time{}, nil
 	}
 	return *t, nil
+}
+
+var sqlSnapshotNow = query("snapshot_now")
+
+// SnapshotNow returns the database's current snapshot, as text: what has
+// committed by now, for BacklogBefore.
+func SnapshotNow(ctx context.Context, db DB) (string, error) {
+	var snap string
+	if err := db.QueryRow(ctx, sqlSnapshotNow).Scan(&snap); err != nil {
+		return "", fmt.Errorf("read the current snapshot: %w", err)
+	}
+	return snap, nil
+}
+
+// BacklogBefore counts the events undelivered for relay name among those
+// committed in snapshot (from SnapshotNow): zero once everything committed
+// by then is delivered, whatever was committed since.
+func BacklogBefore(ctx context.Context, db DB, name, snapshot string) (int64, error) {
+	c, err := LoadCursor(ctx, db, name)
+	if err != nil {
+		return 0, err
+	}
+	tables, err := backlogByTable(ctx, db, c, &snapshot)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, t := range tables {
+		n += t.Count
+	}
+	return n, nil
 }

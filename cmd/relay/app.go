@@ -85,7 +85,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			runCommand(),
 			statusCommand(),
 			retryFailedCommand(),
+			versionCommand(),
 		},
+		Version:         version(),
 		OnUsageError:    usageError,
 		HideHelpCommand: true,
 		// main prints errors and picks the exit status; urfave/cli would

@@ -4,17 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/redis/go-redis/v9"
 	"github.com/urfave/cli/v2"
 
-	"github.com/pgrelay/pgrelay/handlers"
-	redissink "github.com/pgrelay/pgrelay/handlers/redis"
 	"github.com/pgrelay/pgrelay/relay"
 	"github.com/pgrelay/pgrelay/sqlkit"
 )
@@ -166,108 +160,6 @@ func tableArgs(c *cli.Context) ([]sqlkit.Table, error) {
 		tables = append(tables, t)
 	}
 	return tables, nil
-}
-
-func runCommand() *cli.Command {
-	return &cli.Command{
-		Name:  "run",
-		Usage: "deliver captured changes until SIGINT or SIGTERM",
-		Description: "Publishes each event to Redis when --redis-url is set (add --log-events to also log them), " +
-			"and logs them otherwise.",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: flagName, Usage: "delivery position name; relays sharing it take turns (one active, others on standby)", EnvVars: []string{"RELAY_NAME"}, Value: relay.DefaultName},
-			&cli.BoolFlag{Name: "log-events", Usage: "log every event (always on without --redis-url)", EnvVars: []string{"RELAY_LOG_EVENTS"}},
-			&cli.IntFlag{Name: "retry-attempts", Usage: "reconnection attempts before giving up; 0 retries forever", EnvVars: []string{"RELAY_RETRY_ATTEMPTS"}},
-			&cli.DurationFlag{Name: "retry-interval", Usage: "wait before each reconnection, and between a standby's tries to take over", EnvVars: []string{"RELAY_RETRY_INTERVAL"}, Value: relay.DefaultRetryInterval},
-			&cli.DurationFlag{Name: "watchdog-interval", Usage: "how often the connections are checked and the lease renewed", EnvVars: []string{"RELAY_WATCHDOG_INTERVAL"}, Value: relay.DefaultWatchdogInterval},
-			&cli.DurationFlag{Name: "poll-interval", Usage: "read the outbox at least this often, even without notifications", EnvVars: []string{"RELAY_POLL_INTERVAL"}, Value: relay.DefaultPollInterval},
-			&cli.DurationFlag{Name: "retention", Usage: "keep delivered events this long before deleting them (negative: forever)", EnvVars: []string{"RELAY_RETENTION"}, Value: relay.DefaultRetention},
-			&cli.IntFlag{Name: "max-attempts", Usage: "tries of an event a handler refuses permanently before it is parked as failed", EnvVars: []string{"RELAY_MAX_ATTEMPTS"}, Value: relay.DefaultMaxAttempts},
-			&cli.IntFlag{Name: "batch-size", Usage: "most events fetched and published at once", EnvVars: []string{"RELAY_BATCH_SIZE"}, Value: relay.DefaultBatchSize},
-			&cli.StringFlag{Name: "redis-mode", Usage: "pubsub (PUBLISH to subscribers connected now), stream (XADD, exactly once, kept) or both", EnvVars: []string{"RELAY_REDIS_MODE"}, Value: string(redissink.ModePubSub)},
-			&cli.Int64Flag{Name: "stream-maxlen", Usage: "keep at least this many entries per stream, trimming older ones (XADD MAXLEN ~); 0 never trims", EnvVars: []string{"RELAY_STREAM_MAXLEN"}, Value: redissink.DefaultStreamMaxLen},
-			&cli.StringFlag{Name: "redis-pubsub", Usage: "publish command: sharded (SPUBLISH, the default on a cluster) or classic (PUBLISH, the default otherwise)", EnvVars: []string{"RELAY_REDIS_PUBSUB"}, Value: "auto", DefaultText: "auto"},
-		},
-		Action: runRelay,
-	}
-}
-
-// redisSink builds the Redis handler from run's flags.
-func redisSink(c *cli.Context, rdb redis.UniversalClient) (*redissink.Handler, error) {
-	mode, err := redissink.ParseMode(c.String("redis-mode"))
-	if err != nil {
-		return nil, fmt.Errorf("invalid --redis-mode: %w", err)
-	}
-	pubsub, err := redissink.ParsePubSub(c.String("redis-pubsub"))
-	if err != nil {
-		return nil, fmt.Errorf("invalid --redis-pubsub: %w", err)
-	}
-	maxlen := c.Int64("stream-maxlen")
-	switch {
-	case maxlen < 0:
-		return nil, fmt.Errorf("invalid --stream-maxlen %d: it must be 0 (never trim) or more", maxlen)
-	case maxlen == 0:
-		maxlen = -1 // the Config's "never"
-	}
-	return redissink.New(redissink.Config{Client: rdb, Mode: mode, PubSub: pubsub, StreamMaxLen: maxlen})
-}
-
-func runRelay(c *cli.Context) error {
-	logger, err := newLogger(c)
-	if err != nil {
-		return err
-	}
-	var hs []relay.EventHandler
-	rdb, err := redisClient(c)
-	if err != nil {
-		return err
-	}
-	if rdb == nil {
-		for _, f := range []string{"redis-mode", "stream-maxlen", "redis-pubsub"} {
-			if c.IsSet(f) {
-				return fmt.Errorf("--%s needs --redis-url", f)
-			}
-		}
-	} else {
-		defer rdb.Close()
-		sink, err := redisSink(c, rdb)
-		if err != nil {
-			return err
-		}
-		if err := rdb.Ping(c.Context).Err(); err != nil {
-			return fmt.Errorf("connect to redis %s: %w", relay.RedactURL(c.String(flagRedisURL)), err)
-		}
-		hs = append(hs, sink)
-	}
-	if rdb == nil || c.Bool("log-events") {
-		hs = append(hs, &handlers.Log{Logger: logger, Data: true})
-	}
-	r, err := relay.New(relay.Config{
-		DatabaseURL:      c.String(flagDatabaseURL),
-		Name:             c.String(flagName),
-		BatchSize:        c.Int("batch-size"),
-		RetryAttempts:    c.Int("retry-attempts"),
-		RetryInterval:    c.Duration("retry-interval"),
-		WatchdogInterval: c.Duration("watchdog-interval"),
-		Timeout:          c.Duration(flagTimeout),
-		PollInterval:     c.Duration("poll-interval"),
-		Retention:        c.Duration("retention"),
-		MaxAttempts:      c.Int("max-attempts"),
-		Logger:           logger,
-	}, hs...)
-	if err != nil {
-		return flagError(err)
-	}
-	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if rdb == nil {
-		logger.Info("no --redis-url given: events are only logged")
-	} else {
-		cfg := hs[0].(*redissink.Handler).Config()
-		logger.Info("delivering to redis", "redis", relay.RedactURL(c.String(flagRedisURL)),
-			"cluster", c.Bool(flagRedisCluster), "mode", cfg.Mode, "pubsub", cfg.PubSub)
-	}
-	return r.Run(ctx)
 }
 
 // flagError names the command-line flag behind a Config validation error.

@@ -4,7 +4,8 @@
 -- cursor's invariant (sqlkit/cursor.go) they are the events of the
 -- transactions that are pending, start at or after next_txid, or have a row
 -- above the mark, and those after the recorded event of the partial ones.
--- Updates count one event per updated row, though a row whose key changed
+-- With $6, a snapshot, only the events of transactions it sees committed
+-- count. Updates count one event per updated row, though a row whose key changed
 -- gives two and a row that did not change none.
 SELECT s.schema_name, s.table_name,
        sum(CASE WHEN s.updates THEN (s.todo + 1) / 2 ELSE s.todo END)::bigint, min(s.changed_at)
@@ -14,6 +15,7 @@ FROM (
     FROM unnest($4::xid8[], $5::bigint[]) AS p(txid, after_id)
     JOIN cdc.outbox o ON o.txid = p.txid AND o.id > p.after_id - {{.IDStep}}
                      AND o.id + o.events - 1 > p.after_id
+    WHERE $6::pg_snapshot IS NULL OR pg_visible_in_snapshot(o.txid, $6::pg_snapshot)
     UNION ALL
     SELECT o.events, o.old_rows IS NOT NULL, o.changed_at, o.schema_name, o.table_name
     FROM cdc.outbox o
@@ -21,6 +23,7 @@ FROM (
                      UNION SELECT a.txid FROM cdc.outbox a WHERE a.id > $1
                      UNION SELECT a.txid FROM cdc.outbox a WHERE a.txid >= $2)
       AND o.txid <> ALL ($4::xid8[])
+      AND ($6::pg_snapshot IS NULL OR pg_visible_in_snapshot(o.txid, $6::pg_snapshot))
 ) s
 GROUP BY s.schema_name, s.table_name
 ORDER BY s.schema_name, s.table_name;

@@ -1,0 +1,38 @@
+package metrics
+
+import (
+	"context"
+	"time"
+
+	"github.com/pgrelay/pgrelay/relay"
+	"github.com/pgrelay/pgrelay/sqlkit"
+)
+
+// RunBacklog refreshes the backlog gauges from relay.ReadStatus every
+// interval (the relay's watchdog interval, say) until ctx ends. db should
+// be a pool of its own, not the relay's connections. A failing query makes
+// /readyz say so until one succeeds.
+func (m *Metrics) RunBacklog(ctx context.Context, db sqlkit.DB, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		qctx, cancel := context.WithTimeout(ctx, interval)
+		st, err := relay.ReadStatus(qctx, db, m.cfg.Name)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		m.health.setStatusErr(err)
+		if err == nil {
+			m.SetBacklog(st)
+			if m.onStatus != nil {
+				m.onStatus(st)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,179 @@
+// Package metrics turns a relay's activity into Prometheus metrics and
+// health endpoints:
+//
+//	m := metrics.New(metrics.Config{Name: "default"})
+//	r, _ := relay.New(relay.Config{…, Observer: m.Observe}, sinks…)
+//	http.ListenAndServe("127.0.0.1:9187", m.Handler())
+//
+// /metrics serves the pgrelay_* metrics below plus Go and process metrics;
+// /healthz says whether the relay's loops are alive; /readyz whether it is
+// connected to PostgreSQL and its sinks and delivering or standing by.
+package metrics
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/pgrelay/pgrelay/relay"
+)
+
+// Config configures Metrics.
+type Config struct {
+	// Name is the relay name whose backlog RunBacklog reports. Defaults
+	// to relay.DefaultName.
+	Name string
+	// Registry receives the metrics. Defaults to a new registry holding
+	// pgrelay's, Go's and the process's metrics only.
+	Registry *prometheus.Registry
+}
+
+// Metrics collects one relay's metrics. Create it with New; pass Observe as
+// relay.Config.Observer. It is safe for concurrent use.
+type Metrics struct {
+	cfg Config
+
+	delivered  *prometheus.CounterVec
+	parked     prometheus.Counter
+	batches    prometheus.Counter
+	batchTime  prometheus.Histogram
+	lag        prometheus.Histogram
+	backlog    prometheus.Gauge
+	oldestAge  prometheus.Gauge
+	reconnects *prometheus.CounterVec
+	leader     prometheus.Gauge
+	polling    prometheus.Gauge
+
+	health health
+
+	// onStatus, if set, gets each status RunBacklog reads.
+	onStatus func(relay.Status)
+}
+
+// OnStatus makes RunBacklog pass each status it reads to fn as well (for a
+// log summary, say). Call it before RunBacklog.
+func (m *Metrics) OnStatus(fn func(relay.Status)) { m.onStatus = fn }
+
+// New returns Metrics registered in cfg.Registry.
+func New(cfg Config) *Metrics {
+	if cfg.Name == "" {
+		cfg.Name = relay.DefaultName
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+		cfg.Registry.MustRegister(collectors.NewGoCollector(),
+			collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	f := promauto{reg: cfg.Registry}
+	m := &Metrics{
+		cfg: cfg,
+		delivered: f.counterVec("pgrelay_events_delivered_total",
+			"Events every handler accepted, by table and action (custom events: schema \"\", table their channel).",
+			"schema", "table", "action"),
+		parked: f.counter("pgrelay_events_parked_total",
+			"Events a handler refused permanently, set aside in cdc.failed_event."),
+		batches: f.counter("pgrelay_batches_total", "Batches delivered and recorded."),
+		batchTime: f.histogram("pgrelay_batch_duration_seconds",
+			"Time to read a batch, hand it to every handler and record it as delivered.",
+			prometheus.ExponentialBuckets(0.0005, 2, 14)),
+		lag: f.histogram("pgrelay_delivery_lag_seconds",
+			"Time from a row's change (its transaction's clock) to every handler having accepted its event.",
+			prometheus.ExponentialBuckets(0.001, 2, 16)),
+		backlog: f.gauge("pgrelay_backlog_events",
+			"Undelivered events of this relay name, refreshed every watchdog interval."),
+		oldestAge: f.gauge("pgrelay_oldest_pending_age_seconds",
+			"Age of the oldest undelivered event (0: none), refreshed every watchdog interval."),
+		reconnects: f.counterVec("pgrelay_reconnects_total",
+			"Sessions that ended and reconnected, by reason: database, watchdog, handler, lease_lost.", "reason"),
+		leader: f.gauge("pgrelay_leader", "1 while this relay delivers for its name, 0 while it stands by."),
+		polling: f.gauge("pgrelay_polling",
+			"1 while notifications cannot reach the relay and it polls the outbox, 0 otherwise."),
+	}
+	m.health.init()
+	return m
+}
+
+// Observe records one activity; pass it as relay.Config.Observer.
+func (m *Metrics) Observe(a relay.Activity) {
+	switch a.Kind {
+	case relay.ActivityBatch:
+		m.batches.Inc()
+		m.batchTime.Observe(a.Duration.Seconds())
+		for i := range a.Events {
+			e := &a.Events[i]
+			m.delivered.WithLabelValues(e.Schema, labelTable(e), string(e.Action)).Inc()
+			m.lag.Observe(a.At.Sub(e.Timestamp).Seconds())
+		}
+	case relay.ActivityParked:
+		m.parked.Inc()
+	case relay.ActivityDisconnected:
+		m.reconnects.WithLabelValues(a.Reason).Inc()
+		m.leader.Set(0)
+	case relay.ActivityLeader:
+		m.leader.Set(1)
+	case relay.ActivityStandby:
+		m.leader.Set(0)
+	case relay.ActivityPolling:
+		m.polling.Set(1)
+	case relay.ActivityNotified:
+		m.polling.Set(0)
+	}
+	m.health.observe(a)
+}
+
+// labelTable is the table label of e: its table, or a custom event's
+// channel.
+func labelTable(e *relay.Event) string {
+	if e.Action == relay.ActionMessage {
+		return e.CustomChannel
+	}
+	return e.Table
+}
+
+// SetBacklog records the backlog figures of a relay.Status.
+func (m *Metrics) SetBacklog(st relay.Status) {
+	m.backlog.Set(float64(st.Pending))
+	age := 0.0
+	if st.OldestPending != nil {
+		age = st.OldestPendingAge
+	}
+	m.oldestAge.Set(age)
+}
+
+// Handler serves /metrics, /healthz and /readyz.
+func (m *Metrics) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.cfg.Registry, promhttp.HandlerOpts{Registry: m.cfg.Registry}))
+	mux.HandleFunc("GET /healthz", m.health.serveHealthz)
+	mux.HandleFunc("GET /readyz", m.health.serveReadyz)
+	return mux
+}
+
+// promauto registers collectors as it makes them.
+type promauto struct{ reg *prometheus.Registry }
+
+func (f promauto) counter(name, help string) prometheus.Counter {
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	f.reg.MustRegister(c)
+	return c
+}
+
+func (f promauto) counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+	f.reg.MustRegister(c)
+	return c
+}
+
+func (f promauto) gauge(name, help string) prometheus.Gauge {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+	f.reg.MustRegister(g)
+	return g
+}
+
+func (f promauto) histogram(name, help string, buckets []float64) prometheus.Histogram {
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets})
+	f.reg.MustRegister(h)
+	return h
+}

@@ -1,0 +1,2 @@
+-- What has committed by now.
+SELECT pg_current_snapshot()::text;
