@@ -25,6 +25,11 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
+# The throw-away servers' functions, shared with the quick start; also note,
+# die, is_root, apt_install, need_command, free_port and running.
+# shellcheck source=scripts/throwaway.sh
+source scripts/throwaway.sh
+url_vars='TEST_DATABASE_URL/TEST_REDIS_URL'
 
 readonly DEFAULT_DATABASE_URL='postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable'
 readonly DEFAULT_REDIS_URL='redis://127.0.0.1:6379/0'
@@ -34,7 +39,6 @@ readonly TEST_DATABASE_PREFIX='pgrelay_test_'
 
 # Throw-away servers, set once started so that cleanup knows what to stop.
 pg_dir=''        # temporary directory holding the PostgreSQL cluster
-pg_bin=''        # directory of initdb and pg_ctl
 redis_dir=''     # temporary directory holding redis.pid and redis.log
 cluster_dir=''   # temporary directory holding the Redis Cluster nodes' files
 cluster_ports=() # ports of the cluster nodes, each added before it starts
@@ -44,77 +48,12 @@ usage() {
 }
 
 section() { printf '\n== %s\n' "$*"; }
-note() { printf '%s\n' "$*"; }
-die() {
-	printf 'test.sh: %s\n' "$*" >&2
-	exit 1
-}
-
-is_root() { [[ $(id -u) == 0 ]]; }
 
 # URL without its password, for printing.
 redact() { sed -E 's#(://[^/:@]*):[^/@]*@#\1:***@#' <<<"$1"; }
 
 # ---------------------------------------------------------------------------
-# Tools
-
-# apt_install installs Debian packages, as root only: a developer who is not
-# root gets told what is missing instead of a sudo prompt in the middle of a
-# test run. On machines without an init system (containers, CI) Debian's
-# invoke-rc.d refuses to start the packaged services, so installing a server
-# package does not also start a second server.
-apt_install() {
-	is_root || die "$* is not installed and installing it needs root: run 'apt-get install $*' or set TEST_DATABASE_URL/TEST_REDIS_URL"
-	note "installing Debian package(s): $*"
-	export DEBIAN_FRONTEND=noninteractive
-	# The package lists may be missing or stale on a fresh machine.
-	apt-get install -y -qq "$@" >/dev/null ||
-		{ apt-get update -qq && apt-get install -y -qq "$@" >/dev/null; } ||
-		die "apt-get install $* failed"
-}
-
-# need_command makes sure command $1 exists, installing Debian package $2.
-need_command() {
-	command -v "$1" >/dev/null || apt_install "$2"
-	command -v "$1" >/dev/null || die "$1 still not found after installing $2"
-}
-
-# ---------------------------------------------------------------------------
 # Checking servers
-
-pg_answers() {
-	PGCONNECT_TIMEOUT=5 psql "$1" -X -Atqc 'select 1' >/dev/null 2>&1
-}
-
-redis_answers() {
-	[[ $(timeout 10 redis-cli -u "$1" ping 2>/dev/null) == PONG ]]
-}
-
-port_in_use() {
-	# A connection that opens means something listens there already.
-	(: <>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
-# free_port prints the first port from $1 on that nothing listens on, nor on
-# that port plus any further argument: a Redis Cluster node also listens on
-# its cluster bus port, port+10000.
-free_port() {
-	local port=$1
-	until ports_free "$port" "${@:2}"; do
-		port=$((port + 1))
-		((port < $1 + 100)) || die "no free port in $1..$port"
-	done
-	echo "$port"
-}
-
-# ports_free succeeds when nothing listens on port $1, nor on $1 plus any
-# further argument.
-ports_free() {
-	local offset
-	for offset in 0 "${@:2}"; do
-		! port_in_use $(($1 + offset)) || return 1
-	done
-}
 
 # cluster_ok succeeds when the Redis at URL $1 is a cluster node that sees
 # every slot served (cluster_state:ok). Of a go-redis cluster URL it asks the
@@ -139,8 +78,7 @@ cleanup() {
 		rm -rf "$cluster_dir"
 	fi
 	if [[ -n $pg_dir ]]; then
-		[[ -f $pg_dir/data/postmaster.pid ]] &&
-			as_pg_owner "$pg_bin/pg_ctl" -D "$pg_dir/data" -m immediate -w stop >/dev/null 2>&1
+		stop_postgres "$pg_dir"
 		rm -rf "$pg_dir"
 	fi
 	exit "$status"
@@ -151,97 +89,20 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# as_pg_owner runs a PostgreSQL server program. PostgreSQL refuses to run as
-# root, so as root it runs as the postgres OS user the Debian package makes.
-as_pg_owner() {
-	if ! is_root; then
-		(cd "$pg_dir" && "$@")
-	elif command -v runuser >/dev/null; then
-		(cd "$pg_dir" && runuser -u postgres -- "$@")
-	else
-		(cd "$pg_dir" && su postgres -s /bin/sh -c "$(printf '%q ' "$@")")
-	fi
-}
-
-find_pg_bin() {
-	local dir
-	dir=$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1)
-	[[ -n $dir && -x $dir/initdb && -x $dir/pg_ctl ]] && echo "$dir"
-}
-
-start_postgres() {
-	pg_bin=$(find_pg_bin) || { apt_install postgresql && pg_bin=$(find_pg_bin); } ||
-		die "initdb and pg_ctl not found under /usr/lib/postgresql/*/bin"
-	if is_root; then
-		id postgres >/dev/null 2>&1 || die "running as root, but there is no postgres OS user to run PostgreSQL as"
-	fi
-
+# own_postgres starts a throw-away PostgreSQL for this run.
+own_postgres() {
 	pg_dir=$(mktemp -d "${TMPDIR:-/tmp}/pgrelay-pg.XXXXXX")
-	is_root && chown postgres: "$pg_dir"
-	local port
-	port=$(free_port 55432)
-
-	# Trust auth and no locale: a private server only this run talks to.
-	as_pg_owner "$pg_bin/initdb" -D "$pg_dir/data" -U postgres --auth=trust \
-		--encoding=UTF8 --no-locale >"$pg_dir/initdb.log" 2>&1 ||
-		die "initdb failed: $(tail -n 5 "$pg_dir/initdb.log")"
-	# fsync=off: nothing here must survive a crash, and it is much faster.
-	# The tests open many connections in parallel, hence max_connections.
-	# The socket goes in our own directory, away from the system server's.
-	as_pg_owner "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/server.log" -w -t 60 \
-		-o "-c listen_addresses=127.0.0.1 -p $port -c fsync=off -c max_connections=200 -c unix_socket_directories=$pg_dir" \
-		start >/dev/null ||
-		die "PostgreSQL did not start: $(tail -n 5 "$pg_dir/server.log")"
-
-	TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres?sslmode=disable"
-	local tries=0
-	until pg_answers "$TEST_DATABASE_URL"; do
-		((++tries < 60)) || die "PostgreSQL started but does not answer on port $port"
-		sleep 0.5
-	done
-	note "started throw-away PostgreSQL on 127.0.0.1:$port (data in $pg_dir)"
+	start_postgres "$pg_dir"
+	TEST_DATABASE_URL=$pg_url
+	note "started throw-away PostgreSQL on 127.0.0.1:$pg_port (data in $pg_dir)"
 }
 
-start_redis() {
-	need_command redis-server redis-server
+# own_redis starts a throw-away Redis for this run.
+own_redis() {
 	redis_dir=$(mktemp -d "${TMPDIR:-/tmp}/pgrelay-redis.XXXXXX")
-	local port
-	port=$(free_port 56379)
-
-	# No persistence: the data lives only as long as this run.
-	redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
-		--daemonize yes --pidfile "$redis_dir/redis.pid" --dir "$redis_dir" \
-		--logfile "$redis_dir/redis.log" ||
-		die "redis-server did not start"
-
-	TEST_REDIS_URL="redis://127.0.0.1:$port/0"
-	local tries=0
-	until redis_answers "$TEST_REDIS_URL"; do
-		((++tries < 60)) || die "Redis started but does not answer on port $port: $(tail -n 5 "$redis_dir/redis.log")"
-		sleep 0.5
-	done
-	note "started throw-away Redis on 127.0.0.1:$port"
-}
-
-# running succeeds while process $1 runs. A zombie has exited: only its
-# parent (init, for a daemon) has yet to reap it, which some container inits
-# do only every few seconds. Without ps, kill -0 alone decides.
-running() {
-	kill -0 "$1" 2>/dev/null && [[ $(ps -o stat= -p "$1" 2>/dev/null) != Z* ]]
-}
-
-# stop_redis stops a Redis this script started, found by its own pid file $1.
-stop_redis() {
-	local pid tries=0
-	pid=$(cat "$1" 2>/dev/null) || return 0
-	kill "$pid" 2>/dev/null || return 0
-	while running "$pid"; do
-		if ((++tries > 50)); then
-			kill -KILL "$pid" 2>/dev/null
-			return 0
-		fi
-		sleep 0.2
-	done
+	start_redis "$redis_dir"
+	TEST_REDIS_URL=$redis_url
+	note "started throw-away Redis on 127.0.0.1:$redis_port"
 }
 
 # start_cluster starts a throw-away Redis Cluster of three masters and no
@@ -329,7 +190,7 @@ setup_servers() {
 	local own=${PGRELAY_TEST_OWN_SERVERS:-}
 
 	if [[ $own == 1 ]]; then
-		start_postgres
+		own_postgres
 	elif [[ -n ${TEST_DATABASE_URL:-} ]]; then
 		pg_answers "$TEST_DATABASE_URL" ||
 			die "PostgreSQL at TEST_DATABASE_URL=$(redact "$TEST_DATABASE_URL") does not answer"
@@ -337,11 +198,11 @@ setup_servers() {
 		TEST_DATABASE_URL=$DEFAULT_DATABASE_URL
 	else
 		note "no PostgreSQL answers at $DEFAULT_DATABASE_URL"
-		start_postgres
+		own_postgres
 	fi
 
 	if [[ $own == 1 ]]; then
-		start_redis
+		own_redis
 	elif [[ -n ${TEST_REDIS_URL:-} ]]; then
 		redis_answers "$TEST_REDIS_URL" ||
 			die "Redis at TEST_REDIS_URL=$(redact "$TEST_REDIS_URL") does not answer"
@@ -349,7 +210,7 @@ setup_servers() {
 		TEST_REDIS_URL=$DEFAULT_REDIS_URL
 	else
 		note "no Redis answers at $DEFAULT_REDIS_URL"
-		start_redis
+		own_redis
 	fi
 
 	export TEST_DATABASE_URL TEST_REDIS_URL
