@@ -12,6 +12,7 @@ package metrics
 
 import (
 	"net/http"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -47,6 +48,11 @@ type Metrics struct {
 	polling    prometheus.Gauge
 
 	health health
+
+	// parked are the ids of the events parked in the batch being
+	// delivered: they are in the batch's Activity, but were not delivered.
+	parkedMu  sync.Mutex
+	parkedIDs map[int64]bool
 
 	// onStatus, if set, gets each status RunBacklog reads.
 	onStatus func(relay.Status)
@@ -101,13 +107,26 @@ func (m *Metrics) Observe(a relay.Activity) {
 	case relay.ActivityBatch:
 		m.batches.Inc()
 		m.batchTime.Observe(a.Duration.Seconds())
+		m.parkedMu.Lock()
+		parked := m.parkedIDs
+		m.parkedIDs = nil
+		m.parkedMu.Unlock()
 		for i := range a.Events {
 			e := &a.Events[i]
+			if parked[e.ID] {
+				continue
+			}
 			m.delivered.WithLabelValues(e.Schema, labelTable(e), string(e.Action)).Inc()
 			m.lag.Observe(a.At.Sub(e.Timestamp).Seconds())
 		}
 	case relay.ActivityParked:
 		m.parked.Inc()
+		m.parkedMu.Lock()
+		if m.parkedIDs == nil {
+			m.parkedIDs = map[int64]bool{}
+		}
+		m.parkedIDs[a.Events[0].ID] = true
+		m.parkedMu.Unlock()
 	case relay.ActivityDisconnected:
 		m.reconnects.WithLabelValues(a.Reason).Inc()
 		m.leader.Set(0)
