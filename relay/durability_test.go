@@ -234,11 +234,11 @@ func TestRelayWaitsOutRedisDown(t *testing.T) {
 	addr, stop := startRedisServer(t, 0)
 	rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: 1, DialTimeout: 200 * time.Millisecond})
 	defer rdb.Close()
-	logs := newLogSignal()
+	acts := newActivitySignal()
 	// The collector comes after Redis: it sees an event only once Redis
 	// has accepted it.
 	c := newCollector()
-	r, err := relay.New(relay.Config{DatabaseURL: f.url, RetryInterval: 200 * time.Millisecond, Logger: slog.New(logs)},
+	r, err := relay.New(relay.Config{DatabaseURL: f.url, RetryInterval: 200 * time.Millisecond, Observer: acts.observe},
 		redisSink(t, rdb), c)
 	require.NoError(t, err)
 	require.NoError(t, r.Start(ctx))
@@ -252,7 +252,7 @@ func TestRelayWaitsOutRedisDown(t *testing.T) {
 	for i := range 20 {
 		f.exec(t, `INSERT INTO items SELECT g, 'down' FROM generate_series($1::bigint, $1 + 49) g`, 1000+i*50)
 	}
-	logs.wait(t, ctx, "handler failed; retrying")
+	acts.wait(t, ctx, relay.ActivityHandlerFailed)
 	var pending int
 	require.NoError(t, f.pool.QueryRow(ctx, `SELECT count(*) FROM cdc.events WHERE data->>'v' = 'down'`).Scan(&pending))
 	require.Equal(t, 1000, pending, "the outbox holds the backlog")

@@ -2,7 +2,6 @@ package relay_test
 
 import (
 	"context"
-	"log/slog"
 	"net/url"
 	"strings"
 	"testing"
@@ -16,33 +15,48 @@ import (
 	"github.com/pgrelay/pgrelay/relay"
 )
 
-// logSignal is a slog.Handler that reports the messages it sees on a
-// channel, so tests can wait for "connection lost" instead of sleeping.
-type logSignal struct{ msgs chan string }
+// activitySignal records the kinds of a relay's activities, for tests to
+// wait on (relay.Config.Observer) instead of on log text.
+type activitySignal struct{ kinds chan relay.ActivityKind }
 
-func newLogSignal() *logSignal { return &logSignal{msgs: make(chan string, 100)} }
+func newActivitySignal() *activitySignal {
+	return &activitySignal{kinds: make(chan relay.ActivityKind, 10000)}
+}
 
-func (l *logSignal) Enabled(context.Context, slog.Level) bool { return true }
-func (l *logSignal) Handle(_ context.Context, r slog.Record) error {
+func (s *activitySignal) observe(a relay.Activity) {
 	select {
-	case l.msgs <- r.Message:
+	case s.kinds <- a.Kind:
 	default:
 	}
-	return nil
 }
-func (l *logSignal) WithAttrs([]slog.Attr) slog.Handler { return l }
-func (l *logSignal) WithGroup(string) slog.Handler      { return l }
 
-func (l *logSignal) wait(t *testing.T, ctx context.Context, msg string) {
+// wait returns once an activity of kind was reported after the last one
+// waited for.
+func (s *activitySignal) wait(t *testing.T, ctx context.Context, kind relay.ActivityKind) {
 	t.Helper()
 	for {
 		select {
-		case m := <-l.msgs:
-			if m == msg {
+		case k := <-s.kinds:
+			if k == kind {
 				return
 			}
 		case <-ctx.Done():
-			t.Fatalf("never logged %q", msg)
+			t.Fatalf("no %s activity", kind)
+		}
+	}
+}
+
+// count drains what was reported so far and counts the activities of kind.
+func (s *activitySignal) count(kind relay.ActivityKind) int {
+	n := 0
+	for {
+		select {
+		case k := <-s.kinds:
+			if k == kind {
+				n++
+			}
+		default:
+			return n
 		}
 	}
 }
@@ -65,14 +79,14 @@ func TestRelayDetectsFrozenDatabaseNetwork(t *testing.T) {
 	ctx := testenv.Context(t)
 	f := newFixture(t)
 	proxy, proxyURL := proxied(t, f.url)
-	logs := newLogSignal()
+	acts := newActivitySignal()
 	c := newCollector()
 	cfg := relay.Config{
 		DatabaseURL:      proxyURL,
 		WatchdogInterval: 200 * time.Millisecond,
 		Timeout:          500 * time.Millisecond,
 		RetryInterval:    100 * time.Millisecond,
-		Logger:           slog.New(logs),
+		Observer:         acts.observe,
 	}
 	r, err := relay.New(cfg, c)
 	require.NoError(t, err)
@@ -85,14 +99,14 @@ func TestRelayDetectsFrozenDatabaseNetwork(t *testing.T) {
 	proxy.Freeze()
 	frozenAt := time.Now()
 	f.exec(t, `INSERT INTO items SELECT g, 'during' FROM generate_series(11, 20) g`)
-	logs.wait(t, ctx, "connection lost; reconnecting")
+	acts.wait(t, ctx, relay.ActivityDisconnected)
 	// Reported, not asserted: timings belong to benchmarks. The watchdog
 	// should notice within WatchdogInterval + Timeout.
 	t.Logf("frozen network detected after %s (watchdog %s + timeout %s)",
 		time.Since(frozenAt).Round(time.Millisecond), cfg.WatchdogInterval, cfg.Timeout)
 
 	proxy.Thaw()
-	logs.wait(t, ctx, "reconnected")
+	acts.wait(t, ctx, relay.ActivityConnected)
 	f.exec(t, `INSERT INTO items SELECT g, 'after' FROM generate_series(21, 30) g`)
 	times := func(ev []relay.Event) map[int64]int {
 		seen := map[int64]int{}
@@ -140,8 +154,8 @@ func TestRelayRidesOutFrozenRedis(t *testing.T) {
 	// events, recognised by their values.
 	tag := testenv.UniqueName("v")
 
-	logs := newLogSignal()
-	r, err := relay.New(relay.Config{DatabaseURL: f.url, RetryInterval: 200 * time.Millisecond, Logger: slog.New(logs)},
+	acts := newActivitySignal()
+	r, err := relay.New(relay.Config{DatabaseURL: f.url, RetryInterval: 200 * time.Millisecond, Observer: acts.observe},
 		redisSink(t, rdb))
 	require.NoError(t, err)
 	require.NoError(t, r.Start(ctx))
@@ -149,7 +163,7 @@ func TestRelayRidesOutFrozenRedis(t *testing.T) {
 
 	proxy.Freeze()
 	f.exec(t, `INSERT INTO items SELECT g, $1 FROM generate_series(1, 50) g`, tag)
-	logs.wait(t, ctx, "handler failed; retrying")
+	acts.wait(t, ctx, relay.ActivityHandlerFailed)
 	proxy.Thaw()
 
 	seen := map[string]bool{}

@@ -20,7 +20,6 @@ import (
 
 // ignoredNotification is what the relay logs for a foreign payload on its
 // channel.
-const ignoredNotification = "ignoring a notification that pgrelay did not send"
 
 // TestRelayDeliversHugeTransaction: one statement, one transaction, 100,000
 // rows, so a hundred default-sized batches cut inside one transaction.
@@ -125,9 +124,9 @@ func TestRelayIgnoresForeignNotifications(t *testing.T) {
 	t.Parallel()
 	ctx := testenv.Context(t)
 	f := newFixture(t)
-	logs := newLogSignal()
+	acts := newActivitySignal()
 	c := newCollector()
-	f.startRelay(t, relay.Config{Logger: slog.New(logs)}, c)
+	f.startRelay(t, relay.Config{Observer: acts.observe}, c)
 
 	f.exec(t, `INSERT INTO items VALUES (1, 'before')`)
 	c.waitCount(t, ctx, 1)
@@ -147,7 +146,7 @@ func TestRelayIgnoresForeignNotifications(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f.exec(t, tt.sql)
-			logs.wait(t, ctx, ignoredNotification)
+			acts.wait(t, ctx, relay.ActivityForeignNotification)
 		})
 	}
 
@@ -163,6 +162,10 @@ func TestRelayIgnoresForeignNotifications(t *testing.T) {
 	f.waitExactly(t, ctx, c, 3)
 	require.EqualValues(t, 1, c.connects.Load())
 }
+
+// ignoredNotification is the warning for a foreign notification, whose
+// payload TestRelayLogsForeignPayloadsReadably checks.
+const ignoredNotification = "ignoring a notification that pgrelay did not send"
 
 // payloadLog records the payload attribute of the ignored-notification
 // warnings.

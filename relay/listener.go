@@ -50,6 +50,7 @@ func (s *session) listenLoop(ctx context.Context) error {
 		case strings.HasPrefix(n.Payload, watchdogPrefix):
 			// Another relay's watchdog.
 		default:
+			s.r.observe(Activity{Kind: ActivityForeignNotification})
 			s.r.log.Warn("ignoring a notification that pgrelay did not send",
 				"channel", n.Channel, "payload", truncate(n.Payload, 64), "sender_pid", n.PID)
 		}

@@ -42,6 +42,9 @@ const (
 	ActivityHandlerFailed
 	// ActivityStopped: the relay stopped (Err is set when it gave up).
 	ActivityStopped
+	// ActivityForeignNotification: a notification on the capture channel
+	// that pgrelay did not send was ignored.
+	ActivityForeignNotification
 )
 
 var activityNames = map[ActivityKind]string{
@@ -49,6 +52,7 @@ var activityNames = map[ActivityKind]string{
 	ActivityReconnectFailed: "reconnect_failed", ActivityLeader: "leader", ActivityStandby: "standby",
 	ActivityPolling: "polling", ActivityNotified: "notified", ActivityBatch: "batch",
 	ActivityParked: "parked", ActivityHandlerFailed: "handler_failed", ActivityStopped: "stopped",
+	ActivityForeignNotification: "foreign_notification",
 }
 
 // String returns the kind's name, such as "batch".

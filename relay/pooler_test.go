@@ -3,7 +3,6 @@ package relay_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -102,21 +101,20 @@ func TestRelayFallsBackToPollingBehindPooler(t *testing.T) {
 	ctx := testenv.Context(t)
 	f := newFixture(t)
 	pooled := startPgBouncer(t, f.url)
-	logs := newLogSignal()
+	acts := newActivitySignal()
 	c := newCollector()
 	r, err := relay.New(relay.Config{
 		DatabaseURL:      pooled,
 		PollInterval:     50 * time.Millisecond,
 		WatchdogInterval: 100 * time.Millisecond,
 		Timeout:          500 * time.Millisecond,
-		Logger:           slog.New(logs),
+		Observer:         acts.observe,
 	}, c)
 	require.NoError(t, err)
 	require.NoError(t, r.Start(ctx))
 	defer func() { require.NoError(t, r.Close(context.Background())) }()
 
-	logs.wait(t, ctx, "notifications do not reach the LISTEN connection (is a connection pooler in transaction mode "+
-		"in between?); falling back to polling the outbox")
+	acts.wait(t, ctx, relay.ActivityPolling)
 	for i := range 5 {
 		f.exec(t, `INSERT INTO items SELECT g, 'x' FROM generate_series($1::bigint, $1 + 99) g`, i*100)
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -506,13 +505,13 @@ func TestRelayGivesUpAfterRetryAttempts(t *testing.T) {
 			ctx := testenv.Context(t)
 			f := newFixture(t)
 			c := newCollector()
-			logs := newLogSignal()
+			acts := newActivitySignal()
 			onError := make(chan error, 2)
 			cfg := relay.Config{
 				DatabaseURL:   f.url,
 				RetryAttempts: 3,
 				RetryInterval: 50 * time.Millisecond,
-				Logger:        slog.New(logs),
+				Observer:      acts.observe,
 			}
 			if withOnError {
 				cfg.OnError = func(err error) { onError <- err }
@@ -537,13 +536,7 @@ func TestRelayGivesUpAfterRetryAttempts(t *testing.T) {
 			case <-ctx.Done():
 				t.Fatal("Run did not return")
 			}
-			var failures int
-			for len(logs.msgs) > 0 {
-				if <-logs.msgs == "reconnect failed" {
-					failures++
-				}
-			}
-			require.Equal(t, 3, failures, "exactly RetryAttempts attempts")
+			require.Equal(t, 3, acts.count(relay.ActivityReconnectFailed), "exactly RetryAttempts attempts")
 			t.Logf("gave up %s after losing the connection (3 attempts, %s apart)", time.Since(lost).Round(time.Millisecond), cfg.RetryInterval)
 			if withOnError {
 				require.NoError(t, runErr)
