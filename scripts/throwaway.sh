@@ -41,7 +41,7 @@ is_root() { [[ $(id -u) == 0 ]]; }
 # package does not also start a second server.
 apt_install() {
 	is_root && command -v apt-get >/dev/null ||
-		die "not installed: $*; install it (Debian: apt-get install $*) or set $url_vars"
+		die "not installed: $*; run 'apt-get install $*' as root, or set $url_vars"
 	note "installing Debian package(s): $*"
 	export DEBIAN_FRONTEND=noninteractive
 	# The package lists may be missing or stale on a fresh machine.
@@ -218,14 +218,14 @@ stop_redis() {
 # Command line
 
 # cmd_start starts the servers named after directory $1 (both by default)
-# and prints their URLs on stdout, everything else on stderr. PostgreSQL's
+# and prints their URLs on stdout, everything else on stderr (the servers
+# keep neither open: a caller reads both to the end). PostgreSQL's
 # files go in $1 itself (owned by the postgres OS user as root), Redis's in
 # $1/redis.
 cmd_start() {
 	local dir=$1 want=" ${*:2} " missing=()
 	[[ $want == '  ' ]] && want=' postgres redis '
 	[[ -d $dir ]] || die "start: no directory $dir"
-	exec 3>&1 1>&2
 	# Expanded now: the functions called meanwhile have a dir of their own.
 	trap "status=\$?; ((status == 0)) || cmd_stop $(printf %q "$dir"); exit \$status" EXIT
 	trap 'exit 130' INT
@@ -240,16 +240,16 @@ cmd_start() {
 		command -v redis-server >/dev/null || missing+=(redis-server)
 		command -v redis-cli >/dev/null || missing+=(redis-tools)
 	fi
-	((${#missing[@]} == 0)) || apt_install "${missing[@]}"
+	((${#missing[@]} == 0)) || apt_install "${missing[@]}" >&2
 
 	if [[ $want == *' postgres '* ]]; then
-		start_postgres "$dir"
-		printf 'PG_DATABASE_URL=%s\n' "$pg_url" >&3
+		start_postgres "$dir" >&2
+		printf 'PG_DATABASE_URL=%s\n' "$pg_url"
 	fi
 	if [[ $want == *' redis '* ]]; then
 		mkdir -p "$dir/redis"
-		start_redis "$dir/redis"
-		printf 'REDIS_URL=%s\n' "$redis_url" >&3
+		start_redis "$dir/redis" >&2
+		printf 'REDIS_URL=%s\n' "$redis_url"
 	fi
 }
 
@@ -257,6 +257,9 @@ cmd_start() {
 cmd_stop() {
 	local dir=$1
 	[[ -d $dir ]] || return 0
+	# A second Ctrl-C must not leave the servers half stopped; what runs
+	# from here on inherits the ignoring.
+	trap '' INT
 	stop_redis "$dir/redis/redis.pid"
 	stop_postgres "$dir"
 	rm -rf "$dir"

@@ -9,6 +9,12 @@
 // postgres://postgres@127.0.0.1:5432/postgres) and Redis from REDIS_URL
 // (default redis://127.0.0.1:6379/0). The cdc schema is installed in that
 // database if it is missing; it is left in place afterwards.
+//
+// When a variable is unset and nothing listens at its default address, the
+// quickstart starts a throw-away server instead, with scripts/throwaway.sh
+// (as test.sh does: on a free port, its files in a temporary directory,
+// installing the Debian package as root when it is missing), and removes it
+// on exit. A server named in the environment must answer.
 package main
 
 import (
@@ -80,8 +86,20 @@ func run() (err error) {
 		return context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	}
 
+	srv, err := chooseServers(ctx)
+	if err != nil {
+		return err
+	}
+	// Deferred first, so it runs last: the table is dropped and the relay
+	// stopped while the servers still run.
+	defer func() {
+		if stopErr := srv.stop(); stopErr != nil {
+			err = errors.Join(err, stopErr)
+		}
+	}()
+
 	// PostgreSQL: create the demo table and capture it.
-	dbURL := envOr(defaultDatabaseURL, "PG_DATABASE_URL", "DATABASE_URL")
+	dbURL := srv.databaseURL
 	pool, err := pgxpool.New(ctx, dbURL)
 	if err != nil {
 		return fmt.Errorf("database URL: %w", err)
@@ -118,7 +136,7 @@ func run() (err error) {
 
 	// Redis: subscribe before anything is written, because pub/sub only
 	// delivers to the subscribers connected when a message is published.
-	redisURL := envOr(defaultRedisURL, "REDIS_URL")
+	redisURL := srv.redisURL
 	opts, err := redis.ParseURL(redisURL)
 	if err != nil {
 		return fmt.Errorf("REDIS_URL %s: %w", relay.RedactURL(redisURL), err)
@@ -215,15 +233,4 @@ func receive(ctx context.Context, msgs <-chan *redis.Message) error {
 	}
 	fmt.Printf("received all %d events\n", len(tour))
 	return nil
-}
-
-// envOr returns the value of the first of the environment variables that is
-// set, or def.
-func envOr(def string, names ...string) string {
-	for _, n := range names {
-		if v := os.Getenv(n); v != "" {
-			return v
-		}
-	}
-	return def
 }
