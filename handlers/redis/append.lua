@@ -13,7 +13,7 @@
 --          "c" PUBLISH), record ("1": fence and deduplicate, "0": neither),
 --          n, then n fields to delete (checkpointed), m, then m batch
 --          fields this relay wrote and has not checkpointed, then the
---          events' JSON, each starting {"event_id":<id>,
+--          events' ids, comma-separated, then the events' JSON, in step
 -- Returns the batch field written ("" for none), then the ids of the
 -- events skipped as appended before.
 local token = ARGV[1]
@@ -22,7 +22,8 @@ local publish = ARGV[3]
 local record = ARGV[4] == '1'
 local nforget = tonumber(ARGV[5])
 local nmine = tonumber(ARGV[6 + nforget])
-local first = 7 + nforget + nmine
+local idlist = ARGV[7 + nforget + nmine]
+local first = 8 + nforget + nmine
 
 -- unpack() has a stack limit: send long lists in slices.
 local function each_slice(list, from, to, step, fn)
@@ -64,7 +65,7 @@ if record then
         end)
     end
     local mine = {}
-    for i = 7 + nforget, first - 1 do
+    for i = 7 + nforget, first - 2 do
         mine[ARGV[i]] = true
     end
     -- A batch field this relay did not write is a predecessor's (or this
@@ -99,10 +100,7 @@ if record then
     -- Fields beyond the token, the list and the live batches are single
     -- ids: look this batch's events up among them (normally there are none).
     if redis.call('HLEN', KEYS[2]) > 1 + (list and 1 or 0) + #batches then
-        local ids = {}
-        for i = first, #ARGV do
-            ids[#ids + 1] = string.match(ARGV[i], '^{"event_id":(%-?%d+)')
-        end
+        local ids = split_list(idlist)
         for from = 1, #ids, 1000 do
             local to = math.min(from + 999, #ids)
             local found = redis.call('HMGET', KEYS[2], unpack(ids, from, to))
@@ -115,33 +113,61 @@ if record then
     end
 end
 
-local appended, skipped = {}, { '' }
-for i = first, #ARGV do
-    local event = ARGV[i]
-    local id = string.match(event, '^{"event_id":(%-?%d+)')
-    if seen and seen[id] then
-        skipped[#skipped + 1] = id
-    else
-        redis.call('XADD', KEYS[1], '*', 'event', event)
+local skipped = { '' }
+local appended = 0
+if seen == nil or next(seen) == nil then
+    -- Nothing can come again (the normal case): append everything, and
+    -- record the batch with the ids as sent.
+    for i = first, #ARGV do
+        redis.call('XADD', KEYS[1], '*', 'event', ARGV[i])
         if publish == 's' then
-            redis.call('SPUBLISH', KEYS[1], event)
+            redis.call('SPUBLISH', KEYS[1], ARGV[i])
         elseif publish == 'c' then
-            redis.call('PUBLISH', KEYS[1], event)
+            redis.call('PUBLISH', KEYS[1], ARGV[i])
         end
-        appended[#appended + 1] = id
     end
-end
-if record and #appended > 0 then
-    local field = 'b' .. appended[1]
-    local ids = table.concat(appended, ',')
-    local before = redis.call('HGET', KEYS[2], field)
-    if before then
-        ids = before .. ',' .. ids
-    else
-        batches[#batches + 1] = field
+    appended = #ARGV - first + 1
+    if record and appended > 0 then
+        local field = 'b' .. string.match(idlist, '^[^,]+')
+        local before = redis.call('HGET', KEYS[2], field)
+        if before then
+            idlist = before .. ',' .. idlist
+        else
+            batches[#batches + 1] = field
+        end
+        redis.call('HSET', KEYS[2], field, idlist)
+        skipped[1] = field
     end
-    redis.call('HSET', KEYS[2], field, ids)
-    skipped[1] = field
+else
+    local ids = split_list(idlist)
+    local new = {}
+    for i = first, #ARGV do
+        local id = ids[i - first + 1]
+        if seen[id] then
+            skipped[#skipped + 1] = id
+        else
+            redis.call('XADD', KEYS[1], '*', 'event', ARGV[i])
+            if publish == 's' then
+                redis.call('SPUBLISH', KEYS[1], ARGV[i])
+            elseif publish == 'c' then
+                redis.call('PUBLISH', KEYS[1], ARGV[i])
+            end
+            new[#new + 1] = id
+        end
+    end
+    appended = #new
+    if appended > 0 then
+        local field = 'b' .. new[1]
+        local list = table.concat(new, ',')
+        local before = redis.call('HGET', KEYS[2], field)
+        if before then
+            list = before .. ',' .. list
+        else
+            batches[#batches + 1] = field
+        end
+        redis.call('HSET', KEYS[2], field, list)
+        skipped[1] = field
+    end
 end
 if record then
     if #batches > 0 then
@@ -152,7 +178,7 @@ if record then
 end
 -- One trim per batch: at least maxlen entries stay, as with MAXLEN on
 -- each XADD, at a fraction of the cost.
-if maxlen ~= '0' and #appended > 0 then
+if maxlen ~= '0' and appended > 0 then
     redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', maxlen)
 end
 return skipped

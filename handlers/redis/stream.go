@@ -31,11 +31,11 @@ package redis
 //     ErrFenced instead of appending after its successor.
 //
 // A crash between saving progress and the next batch leaves that batch's
-// field in the hash, to be split and dropped by no one: a few bytes per
-// event, once per crash. The cost per batch and stream is one HSET and one
-// HDEL of a field listing the batch's ids, one HLEN and one XTRIM, next to
-// the XADDs, in one script; the ids are read from the events' JSON rather
-// than sent twice.
+// field in the hash, split by the next relay into per-id fields that no one
+// deletes: a few bytes per event, once per crash, and one HMGET of each
+// batch's ids from then on. The cost per batch and stream is one HSET and
+// one HDEL of a field listing the batch's ids (sent as one argument), one
+// HLEN and one XTRIM, next to the XADDs, in one script.
 //
 // On Redis Cluster the stream and its hash share a slot, so the above
 // holds per stream; a batch touching several streams is appended stream by
@@ -151,6 +151,10 @@ type streamBatch struct {
 	stream string
 	args   []any
 	forget int // how many of the stream's fields to forget args carries
+	// ids are the events' ids, comma-separated, and events their JSON:
+	// the script's last arguments.
+	ids    []byte
+	events []any
 }
 
 // appendStreams appends events to their streams, one script per stream,
@@ -197,7 +201,7 @@ func (h *Handler) appendStreams(ctx context.Context, events []relay.Event) error
 				}
 			}
 			sb.forget = len(forget)
-			sb.args = make([]any, 0, 7+len(forget)+len(mine)+len(events))
+			sb.args = make([]any, 0, 8+len(forget)+len(mine)+len(events))
 			sb.args = append(sb.args, strconv.FormatInt(d.Token, 10), maxlen, publish, recordArg, len(forget))
 			for _, field := range forget {
 				sb.args = append(sb.args, field)
@@ -209,10 +213,16 @@ func (h *Handler) appendStreams(ctx context.Context, events []relay.Event) error
 			byName[stream] = sb
 			order = append(order, sb)
 		}
-		// The script reads each event's id from the start of its JSON.
 		start := len(buf)
 		buf = e.AppendJSON(buf)
-		sb.args = append(sb.args, buf[start:len(buf):len(buf)])
+		sb.events = append(sb.events, buf[start:len(buf):len(buf)])
+		if len(sb.ids) > 0 {
+			sb.ids = append(sb.ids, ',')
+		}
+		sb.ids = strconv.AppendInt(sb.ids, e.ID, 10)
+	}
+	for _, sb := range order {
+		sb.args = append(append(sb.args, sb.ids), sb.events...)
 	}
 	var idle []*streamBatch // streams this batch does not touch, with fields to forget
 	if record {
@@ -291,7 +301,7 @@ func forgetBatch(stream string, token int64, forget []string) *streamBatch {
 	for _, field := range forget {
 		sb.args = append(sb.args, field)
 	}
-	sb.args = append(sb.args, 0)
+	sb.args = append(sb.args, 0, "")
 	return sb
 }
 
