@@ -42,6 +42,8 @@ pg_dir=''        # temporary directory holding the PostgreSQL cluster
 redis_dir=''     # temporary directory holding redis.pid and redis.log
 cluster_dir=''   # temporary directory holding the Redis Cluster nodes' files
 cluster_ports=() # ports of the cluster nodes, each added before it starts
+netns=''         # network namespace of the isolated quick start check
+qs_dir=''        # temporary directory of that check: its binary, output, servers
 
 usage() {
 	sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"
@@ -81,6 +83,8 @@ cleanup() {
 		stop_postgres "$pg_dir"
 		rm -rf "$pg_dir"
 	fi
+	[[ -n $netns ]] && remove_netns
+	[[ -n $qs_dir ]] && rm -rf "$qs_dir"
 	exit "$status"
 }
 
@@ -299,6 +303,77 @@ check_vet() {
 	go vet ./...
 }
 
+# check_quickstart_isolated runs the README's quick start where nothing
+# answers at the default ports: in a network namespace of its own with only
+# loopback up, where it must start throw-away servers itself, print the
+# events, exit 0 and leave nothing running. The binary is built outside,
+# where the module proxy answers, and the packages are installed outside,
+# where the Debian archive does. Without ip netns (not root, no iproute2, a
+# kernel or container that refuses) the check is skipped with a note.
+check_quickstart_isolated() {
+	section "quick start in a network namespace (nothing listening)"
+	is_root || { note "skipped: a network namespace needs root"; return 0; }
+	command -v ip >/dev/null ||
+		{ apt-get install -y -qq iproute2 || { apt-get update -qq && apt-get install -y -qq iproute2; }; } >/dev/null 2>&1 ||
+		{ note "skipped: ip (iproute2) is not installed and could not be"; return 0; }
+	local name=pgrelay-qs-$$
+	ip netns add "$name" 2>/dev/null || { note "skipped: ip netns add was refused"; return 0; }
+	netns=$name
+	local in=(ip netns exec "$netns") port start=$SECONDS status=0
+	"${in[@]}" ip link set lo up
+	for port in 5432 6379; do
+		! "${in[@]}" bash -c ": <>/dev/tcp/127.0.0.1/$port" 2>/dev/null ||
+			die "the network namespace is not isolated: 127.0.0.1:$port answers in it"
+	done
+
+	find_pg_bin >/dev/null || apt_install postgresql
+	need_command redis-server redis-server
+	# The quickstart's temporary directory goes in ours too, so that cleanup
+	# removes whatever a failed run leaves; the postgres OS user must reach it.
+	qs_dir=$(mktemp -d "${TMPDIR:-/tmp}/pgrelay-qs.XXXXXX")
+	chmod 755 "$qs_dir"
+	go build -o "$qs_dir/quickstart" ./examples/quickstart
+	# Unset, the URLs leave the quickstart to its defaults, which refuse here.
+	TMPDIR=$qs_dir timeout 120 "${in[@]}" env -u PG_DATABASE_URL -u DATABASE_URL -u REDIS_URL \
+		"$qs_dir/quickstart" >"$qs_dir/out" 2>&1 || status=$?
+	local fail=''
+	if ((status != 0)); then
+		fail="exited with status $status"
+	elif ! grep -q '^nothing answers at 127.0.0.1:5432 and 127.0.0.1:6379: started throw-away' "$qs_dir/out"; then
+		fail="did not say it started throw-away servers"
+	elif [[ $(grep -c '^→ ' "$qs_dir/out") != 4 ]] || ! grep -q '^received all 4 events' "$qs_dir/out"; then
+		fail="did not print its 4 events"
+	elif compgen -G "$qs_dir/pgrelay-quickstart-*" >/dev/null || ! netns_empty; then
+		fail="left its throw-away servers behind"
+	fi
+	[[ -z $fail ]] || die "the quick start in a network namespace $fail:"$'\n'"$(cat "$qs_dir/out")"
+	note "ok in $((SECONDS - start))s: 4 events through the throw-away servers it started and removed"
+}
+
+# netns_empty succeeds once no process runs in the network namespace, waiting
+# a moment for the last ones to exit.
+netns_empty() {
+	local tries=0
+	until [[ -z $(ip netns pids "$netns" 2>/dev/null) ]]; do
+		((++tries <= 20)) || return 1
+		sleep 0.1
+	done
+}
+
+# remove_netns ends what still runs in the network namespace (only a failed
+# check leaves anything, and only this script starts processes there), then
+# deletes it.
+remove_netns() {
+	local pid
+	for pid in $(ip netns pids "$netns" 2>/dev/null); do
+		kill "$pid" 2>/dev/null
+	done
+	netns_empty || for pid in $(ip netns pids "$netns" 2>/dev/null); do
+		kill -KILL "$pid" 2>/dev/null
+	done
+	ip netns delete "$netns"
+}
+
 # run_go_tests runs go test with the given arguments, then drops any test
 # databases, whether or not the tests passed, and returns go test's status.
 run_go_tests() {
@@ -340,6 +415,7 @@ cmd_test() {
 	drop_leftover_databases
 	check_gofmt
 	check_vet
+	check_quickstart_isolated
 	section "go test"
 	run_go_tests -race -count=1 -timeout 8m
 }
