@@ -347,7 +347,7 @@ check_quickstart_isolated() {
 		fail="left its throw-away servers behind"
 	fi
 	[[ -z $fail ]] || die "the quick start in a network namespace $fail:"$'\n'"$(cat "$qs_dir/out")"
-	note "ok in $((SECONDS - start))s: 4 events through the throw-away servers it started and removed"
+	note "passed in $((SECONDS - start))s: 4 events through the throw-away servers it started and removed"
 }
 
 # netns_empty succeeds once no process runs in the network namespace, waiting
