@@ -21,6 +21,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin pgrelay
 COPY --from=build /out/relay /out/subscriber /usr/local/bin/
-USER pgrelay
+# Numeric, so that Kubernetes can check runAsNonRoot without reading /etc/passwd.
+USER 10001:10001
 ENTRYPOINT ["relay"]
 CMD ["run"]
