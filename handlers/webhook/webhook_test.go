@@ -356,3 +356,39 @@ func TestConfigFromURL(t *testing.T) {
 	_, err = webhook.ConfigFromURL("redis://127.0.0.1:6379")
 	require.ErrorContains(t, err, "Config.URL")
 }
+
+// TestRetryAfterDate: Retry-After as an HTTP date holds the retry back
+// until about then; a date past or garbage does not hold it back at all.
+func TestRetryAfterDate(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		value   func() string
+		atLeast time.Duration
+	}{
+		// The date has whole seconds: 2s ahead is at least 1s ahead.
+		{"future date", func() string { return time.Now().Add(2 * time.Second).UTC().Format(http.TimeFormat) }, time.Second},
+		{"past date", func() string { return time.Now().Add(-time.Hour).UTC().Format(http.TimeFormat) }, 0},
+		{"garbage", func() string { return "soon" }, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			rec, srv := serve(t, func(n int, _ request, w http.ResponseWriter) {
+				if n == 0 {
+					w.Header().Set("Retry-After", tc.value())
+					w.WriteHeader(http.StatusServiceUnavailable)
+				}
+			})
+			h := newHandler(t, webhook.Config{URL: srv.URL, MaxRetryWait: 5 * time.Second})
+			start := time.Now()
+			require.Error(t, h.OnEvents(context.Background(), events(1, 1)))
+			if tc.atLeast == 0 {
+				require.Less(t, time.Since(start), 4*time.Second, "no wait (MaxRetryWait is 5s)")
+			}
+			require.NoError(t, h.OnEvents(context.Background(), events(1, 1)))
+			reqs := rec.requests()
+			require.Len(t, reqs, 2)
+			require.GreaterOrEqual(t, reqs[1].at.Sub(reqs[0].at), tc.atLeast)
+		})
+	}
+}
