@@ -159,12 +159,7 @@ func (e *env) setup(ctx context.Context) error {
 	}
 	ddl := []string{"CREATE SCHEMA " + pgx.Identifier{e.schema}.Sanitize()}
 	for _, t := range []string{"plain", "cdc"} {
-		ddl = append(ddl, "CREATE TABLE "+e.table(t)+` (
-			id      bigint PRIMARY KEY,
-			name    text,
-			email   text,
-			score   int,
-			created timestamptz DEFAULT now())`)
+		ddl = append(ddl, e.createTableSQL(t))
 	}
 	for _, q := range ddl {
 		if _, err := e.pool.Exec(ctx, q); err != nil {
@@ -173,6 +168,17 @@ func (e *env) setup(ctx context.Context) error {
 	}
 	_, err := sqlkit.EnsureCDCFor(ctx, e.pool, sqlkit.Table{Schema: e.schema, Name: "cdc"})
 	return err
+}
+
+// createTableSQL creates table name in the run's schema with the shape of
+// every table the suite writes single rows and bulk statements to.
+func (e *env) createTableSQL(name string) string {
+	return "CREATE TABLE " + e.table(name) + ` (
+		id      bigint PRIMARY KEY,
+		name    text,
+		email   text,
+		score   int,
+		created timestamptz DEFAULT now())`
 }
 
 // reset empties both tables, the outbox and the relays' positions, so that

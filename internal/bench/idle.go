@@ -22,7 +22,13 @@ func (p *relayProc) cpuTime() (time.Duration, error) {
 	if err := p.running(); err != nil {
 		return 0, err
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	return procCPU(p.cmd.Process.Pid)
+}
+
+// procCPU returns the CPU time process pid of this machine has used so far,
+// user and system, all its threads: utime + stime from /proc/<pid>/stat.
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, err
 	}

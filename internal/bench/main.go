@@ -67,6 +67,10 @@ type config struct {
 	updRounds int
 	updRows   int64
 
+	// filterRounds is how many rounds the row-filter comparison runs, each
+	// table for concDuration (whole seconds) per round.
+	filterRounds int
+
 	drainRounds int
 	drainEvents int64
 	naiveEvents int64
@@ -112,6 +116,7 @@ func fullConfig() config {
 		concDuration:     3 * time.Second,
 		updRounds:        3,
 		updRows:          50_000,
+		filterRounds:     5,
 		drainRounds:      3,
 		drainEvents:      200_000,
 		naiveEvents:      20_000,
@@ -147,6 +152,7 @@ func quickConfig() config {
 	c.bulkRounds, c.bulkStatements = 2, 20
 	c.concRounds, c.concDuration = 2, time.Second
 	c.updRounds, c.updRows = 2, 10_000
+	c.filterRounds = 2
 	c.drainRounds, c.drainEvents, c.naiveEvents = 2, 50_000, 5_000
 	c.tpcbTransactions = 300
 	c.tpcbRounds, c.tpcbDuration = 2, 4*time.Second
@@ -173,6 +179,7 @@ var suite = []benchmark{
 	{key: "concurrent-insert", title: "Write overhead: concurrent single-row INSERT", run: runConcurrentInsert, needsBinary: true},
 	{key: "update-delete", title: "UPDATE and DELETE overhead", run: runUpdateDelete, needsBinary: true},
 	{key: "tpcb", title: "Write overhead: pgbench TPC-B", run: runTPCB, needsBinary: true},
+	{key: "filter", title: "Write overhead of a row filter that rejects every row", run: runFilter},
 	{key: "drain", title: "Drain throughput, in-process relay", run: runDrain},
 	{key: "drain-external", title: "Drain throughput, relay and subscriber in processes of their own", run: runDrainExternal, needsBinary: true},
 	{key: "drain-stream", title: "Drain throughput by Redis mode (pub/sub, stream, both), relay and readers in processes of their own", run: runDrainStream, needsBinary: true},

@@ -1,0 +1,407 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgrelay/pgrelay/sqlkit"
+)
+
+// filterVariant is one table of the row-filter comparison: every variant's
+// table has the same shape and takes the same single-row INSERTs, and only
+// its triggers differ.
+type filterVariant struct {
+	name  string // as reported
+	table string // in the run's schema
+	// opts, when cdc is set, are the capture options pgrelay installs CDC
+	// with.
+	cdc  bool
+	opts sqlkit.CaptureOptions
+	// trigger, when set, is the empty statement-level trigger instead.
+	trigger bool
+	// captured says whether every row the variant's INSERTs write reaches
+	// the outbox (else none may).
+	captured bool
+}
+
+// The variants' names, as the report and the ratios use them.
+const (
+	filterPlain    = "plain"
+	filterTrigger  = "trigger call only"
+	filterRejected = "filtered out"
+	filterCDC      = "cdc"
+	filterPasses   = "filter passes"
+)
+
+// filterVariants are the row-filter comparison's tables, in the order the
+// first round runs them; later rounds rotate it.
+var filterVariants = []filterVariant{
+	{name: filterPlain, table: "filter_plain"},
+	{name: filterTrigger, table: "filter_trigger", trigger: true},
+	{name: filterRejected, table: "filter_rejected", cdc: true, opts: sqlkit.CaptureOptions{Where: "id < 0"}},
+	{name: filterCDC, table: "filter_cdc", cdc: true, captured: true},
+	{name: filterPasses, table: "filter_passes", cdc: true, opts: sqlkit.CaptureOptions{Where: "id > 0"}, captured: true},
+}
+
+// filterTriggerFunction is the trigger call only variant's function: what a
+// statement-level trigger costs with nothing in it.
+const filterTriggerFunction = "filter_empty_trigger"
+
+// runFilter measures what a row filter that rejects every row costs
+// single-row writers, against a table without CDC, one with a trigger that
+// does nothing, and CDC with and without options.
+func runFilter(ctx context.Context, e *env, sec *Section) error {
+	if err := needPgbench(); err != nil {
+		return err
+	}
+	clients, rounds := e.cfg.clients, e.cfg.filterRounds
+	seconds := max(1, int(e.cfg.concDuration.Round(time.Second).Seconds()))
+	sec.About = fmt.Sprintf("Single-row INSERT throughput into five tables of the same shape as `plain` and `cdc`, each "+
+		"run's rows committed by pgbench in a process of its own, `pgbench -n -M prepared -c %d -j 2 -T %d` with a "+
+		"script of one autocommitted `INSERT … VALUES (nextval(…), 'name', 'user@example.com', 0)` (ids from a "+
+		"sequence, always positive): `%s` (no trigger); `%s` (the statement-level trigger pgrelay installs, `AFTER "+
+		"INSERT … REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT`, calling an empty PL/pgSQL function that "+
+		"returns NULL: the least any capture trigger costs); `%s` (pgrelay's CDC installed by "+
+		"`sqlkit.EnsureCDCWith` with the row filter `id < 0`, so that no row reaches the outbox); `%s` (CDC without "+
+		"options); `%s` (CDC with the row filter `id > 0`, which every row passes: the options path with the same "+
+		"outbox writes as `%s`). Every run starts from its table and the outbox emptied and a checkpoint; after "+
+		"it, the outbox must hold no event of `%s` and one per transaction of the others with CDC. One unrecorded "+
+		"1 s run of each table first, then %s, each running every table in turn, the order rotated by one table "+
+		"per round; ratios are of the same round's runs. Transactions per second and average latency as pgbench "+
+		"reports them (without its initial connection time), and the CPU time the %d backends serving pgbench "+
+		"used per transaction (user and system, from `/proc/<pid>/stat`, between 0.1 s after they had all "+
+		"connected and 0.15 s before the run's end, divided by the transactions the id sequence counted "+
+		"meanwhile), which other tenants of the machine disturb far less than the throughput. No relay runs: a "+
+		"statement whose rows the filter rejects writes nothing to the outbox, and the trigger then sends no "+
+		"notification, so a relay waiting for one would not wake.",
+		clients, seconds, filterPlain, filterTrigger, filterRejected, filterCDC, filterPasses, filterCDC,
+		filterRejected, plural(rounds, "round"), clients)
+
+	dir, err := os.MkdirTemp("", "pgrelay-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	drop, err := e.createFilterTables(ctx)
+	if drop != nil {
+		defer drop()
+	}
+	if err != nil {
+		return err
+	}
+	seq := pgx.Identifier{e.schema, filterSequence}.Sanitize()
+	scripts := map[string]string{}
+	for _, v := range filterVariants {
+		script := filepath.Join(dir, v.table+".sql")
+		insert := "INSERT INTO " + e.table(v.table) + " (id, name, email, score) VALUES (nextval('" +
+			strings.ReplaceAll(seq, "'", "''") + "'), 'name', 'user@example.com', 0);\n"
+		if err := os.WriteFile(script, []byte(insert), 0o644); err != nil {
+			return err
+		}
+		scripts[v.name] = script
+	}
+
+	// once runs variant v for seconds and checks what reached the outbox.
+	once := func(v filterVariant, seconds int) (r pgbenchResult, sample cpuSample, err error) {
+		for _, q := range []string{
+			"TRUNCATE " + e.table(v.table),
+			"TRUNCATE cdc.outbox",
+			"DELETE FROM cdc.relay_cursor",
+			"CHECKPOINT",
+		} {
+			if _, err := e.pool.Exec(ctx, q); err != nil {
+				return r, sample, fmt.Errorf("%s: %s: %w", v.name, q, err)
+			}
+		}
+		if v.cdc {
+			if err := noRelayWaiting(ctx, e.pool); err != nil {
+				return r, sample, err
+			}
+		}
+		d := time.Duration(seconds) * time.Second
+		sampled := make(chan cpuSample, 1)
+		sctx, stop := context.WithCancel(ctx)
+		go func() { sampled <- e.sampleBackendCPU(sctx, clients, d) }()
+		out, err := pgbench(ctx, e.dbURL, e.schema, "-n", "-M", "prepared", "-c", strconv.Itoa(clients), "-j", "2",
+			"-T", strconv.Itoa(seconds), "-f", scripts[v.name])
+		stop()
+		sample = <-sampled
+		if err != nil {
+			return r, sample, fmt.Errorf("%s: %w", v.name, err)
+		}
+		if r, err = parsePgbench(out); err != nil {
+			return r, sample, fmt.Errorf("%s: %w", v.name, err)
+		}
+		var rows, events int64
+		if err := e.pool.QueryRow(ctx, "SELECT (SELECT count(*) FROM "+e.table(v.table)+"), (SELECT count(*) FROM cdc.events)").
+			Scan(&rows, &events); err != nil {
+			return r, sample, fmt.Errorf("%s: count the rows and events written: %w", v.name, err)
+		}
+		want := int64(0)
+		if v.captured {
+			want = rows
+		}
+		if events != want {
+			return r, sample, fmt.Errorf("%s: %s rows written, %s events in the outbox, expected %s",
+				v.name, thousands(rows), thousands(events), thousands(want))
+		}
+		return r, sample, nil
+	}
+
+	for _, v := range filterVariants {
+		if _, _, err := once(v, 1); err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
+	}
+	tps, lat, cpu := map[string][]float64{}, map[string][]float64{}, map[string][]float64{}
+	var cpuErr error // why the backends' CPU time could not be measured
+	var perRound [][]string
+	for round := range rounds {
+		var order []string
+		for i := range filterVariants {
+			v := filterVariants[(round+i)%len(filterVariants)]
+			r, sample, err := once(v, seconds)
+			if err != nil {
+				return err
+			}
+			c := math.NaN()
+			if sample.err == nil {
+				c = sample.perTx()
+			} else if cpuErr == nil {
+				cpuErr = fmt.Errorf("%s, round %d: %w", v.name, round+1, sample.err)
+			}
+			tps[v.name], lat[v.name], cpu[v.name] = append(tps[v.name], r.tps), append(lat[v.name], r.latency), append(cpu[v.name], c)
+			order = append(order, v.name)
+			e.progress("filter round %d/%d %-17s %s tps, latency average %s ms, backend CPU %s µs per transaction",
+				round+1, rounds, v.name, PerSecond.format(r.tps), Millis.format(r.latency), Decimal.format(c))
+		}
+		row := []string{strconv.Itoa(round + 1)}
+		for _, v := range filterVariants {
+			row = append(row, PerSecond.format(tps[v.name][round]))
+		}
+		row = append(row,
+			Ratio.format(tps[filterRejected][round]/tps[filterTrigger][round]),
+			strings.Join(order, " → "))
+		perRound = append(perRound, row)
+	}
+
+	for _, v := range filterVariants {
+		sec.add(v.name+", transactions/s", PerSecond, tps[v.name])
+	}
+	for _, v := range filterVariants[1:] {
+		sec.add(v.name+" ÷ plain", Ratio, ratios(tps[v.name], tps[filterPlain]))
+	}
+	for _, v := range filterVariants[2:] {
+		f := sec.add(v.name+" ÷ "+filterTrigger, Ratio, ratios(tps[v.name], tps[filterTrigger]))
+		if v.name == filterRejected {
+			f.Target = &Target{Value: 1}
+		}
+	}
+	for _, v := range filterVariants {
+		sec.add("latency average, "+v.name+", ms", Millis, lat[v.name])
+	}
+	if cpuErr == nil {
+		for _, v := range filterVariants {
+			sec.add("backend CPU per transaction, "+v.name+", µs", Decimal, cpu[v.name])
+		}
+		for _, v := range filterVariants[2:] {
+			sec.add("backend CPU per transaction, "+v.name+" − "+filterTrigger+", µs", Decimal,
+				differences(cpu[v.name], cpu[filterTrigger]))
+		}
+	} else {
+		sec.note("The backends' CPU time was not measured: %s.", cpuErr)
+	}
+	header := []string{"round"}
+	for _, v := range filterVariants {
+		header = append(header, v.name+", tps")
+	}
+	header = append(header, filterRejected+" ÷ "+filterTrigger, "order run")
+	sec.Tables = append(sec.Tables, Table{Caption: "Transactions per second of each round:", Header: header, Rows: perRound})
+	sec.note("The target is the issue's: a table whose filter rejects every row should cost writers no more than a "+
+		"table without CDC plus the trigger call. A table with options runs, per statement, a lookup of its column "+
+		"options in `pg_attribute`, the primary-key lookup (cached per session), a subtransaction (the `BEGIN … "+
+		"EXCEPTION` block that keeps a broken filter from failing writes) and a dynamic statement built by "+
+		"`cdc.capture_sql` and parsed and planned anew by `EXECUTE`, whatever the filter then rejects; `%s` shows "+
+		"what the options path costs over `%s` for the same outbox writes.", filterPasses, filterCDC)
+	return nil
+}
+
+// differences subtracts b[i] from a[i] pairwise, as ratios divides.
+func differences(a, b []float64) []float64 {
+	out := make([]float64, 0, min(len(a), len(b)))
+	for i := range min(len(a), len(b)) {
+		out = append(out, a[i]-b[i])
+	}
+	return out
+}
+
+// filterSequence hands out the ids of the row-filter comparison's rows, and
+// counts its transactions: each takes one.
+const filterSequence = "filter_ids"
+
+// cpuSample is the CPU time pgbench's backends used over a window of one
+// run, and the transactions committed meanwhile.
+type cpuSample struct {
+	cpu time.Duration
+	txs int64
+	err error
+}
+
+// perTx returns the sample's CPU time per transaction in µs.
+func (s cpuSample) perTx() float64 {
+	if s.txs <= 0 {
+		return math.NaN()
+	}
+	return float64(s.cpu) / float64(time.Microsecond) / float64(s.txs)
+}
+
+// sampleBackendCPU measures the CPU time the backends of a pgbench run of
+// d with clients clients use, from 0.1 s after they have all connected to
+// 0.15 s before the run ends, and the transactions counted meanwhile by the
+// row-filter comparison's id sequence. The server must run on this machine:
+// the backends are read from /proc, and only those whose command line names
+// the run's database count.
+func (e *env) sampleBackendCPU(ctx context.Context, clients int, d time.Duration) cpuSample {
+	deadline := time.Now().Add(10*time.Second + d)
+	var connected time.Time
+	for {
+		pids, err := e.pgbenchPIDs(ctx)
+		if err != nil {
+			return cpuSample{err: err}
+		}
+		if len(pids) == clients {
+			connected = time.Now()
+			break
+		}
+		if time.Now().After(deadline) {
+			return cpuSample{err: fmt.Errorf("%d of pgbench's %d connections seen", len(pids), clients)}
+		}
+		select {
+		case <-ctx.Done():
+			return cpuSample{err: errors.New("pgbench ended before all its clients had connected")}
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	read := func(at time.Time) (map[int]time.Duration, int64, error) {
+		select {
+		case <-ctx.Done():
+			return nil, 0, errors.New("pgbench ended before the measurement window did")
+		case <-time.After(time.Until(at)):
+		}
+		return e.readBackendCPU(ctx)
+	}
+	cpu0, txs0, err := read(connected.Add(100 * time.Millisecond))
+	if err != nil {
+		return cpuSample{err: err}
+	}
+	cpu1, txs1, err := read(connected.Add(d - 150*time.Millisecond))
+	if err != nil {
+		return cpuSample{err: err}
+	}
+	var s cpuSample
+	for pid, c0 := range cpu0 {
+		c1, ok := cpu1[pid]
+		if !ok {
+			return cpuSample{err: fmt.Errorf("backend %d ended within the measurement window", pid)}
+		}
+		s.cpu += c1 - c0
+	}
+	s.txs = txs1 - txs0
+	return s
+}
+
+// pgbenchPIDs returns the pids of the backends of pgbench's connections to
+// the run's database.
+func (e *env) pgbenchPIDs(ctx context.Context) ([]int32, error) {
+	rows, err := e.pool.Query(ctx, `SELECT pid FROM pg_stat_activity
+		WHERE datname = current_database() AND application_name = 'pgbench'`)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[int32])
+}
+
+// readBackendCPU returns the CPU time each of pgbench's backends on the
+// run's database has used so far, by pid, and the id sequence's last value.
+func (e *env) readBackendCPU(ctx context.Context) (map[int]time.Duration, int64, error) {
+	pids, err := e.pgbenchPIDs(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	cpu := map[int]time.Duration{}
+	for _, pid := range pids {
+		// A backend shows its database in its command line
+		// ("postgres: … user database host(port) …").
+		cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil || !strings.Contains(string(cmd), " "+e.dbName+" ") {
+			return nil, 0, fmt.Errorf("backend %d is not a process of this machine serving %s (a server on another machine, or with update_process_title off?)",
+				pid, e.dbName)
+		}
+		if cpu[int(pid)], err = procCPU(int(pid)); err != nil {
+			return nil, 0, fmt.Errorf("backend %d: %w", pid, err)
+		}
+	}
+	var txs int64
+	err = e.pool.QueryRow(ctx, "SELECT last_value FROM "+pgx.Identifier{e.schema, filterSequence}.Sanitize()).Scan(&txs)
+	return cpu, txs, err
+}
+
+// createFilterTables creates the row-filter comparison's id sequence, tables
+// and triggers in the run's schema, and returns the function that drops them
+// again.
+func (e *env) createFilterTables(ctx context.Context) (drop func(), err error) {
+	var names []string
+	for _, v := range filterVariants {
+		names = append(names, e.table(v.table))
+	}
+	fn := e.table(filterTriggerFunction)
+	seq := pgx.Identifier{e.schema, filterSequence}.Sanitize()
+	drop = func() {
+		ctx := context.WithoutCancel(ctx)
+		for _, q := range []string{
+			"DROP TABLE IF EXISTS " + strings.Join(names, ", "),
+			"DROP FUNCTION IF EXISTS " + fn + "()",
+			"DROP SEQUENCE IF EXISTS " + seq,
+			"TRUNCATE cdc.outbox",
+		} {
+			if _, err := e.pool.Exec(ctx, q); err != nil {
+				e.progress("filter: clean up: %s: %v", q, err)
+			}
+		}
+	}
+	ddl := []string{
+		"CREATE SEQUENCE " + seq,
+		"CREATE FUNCTION " + fn + "() RETURNS trigger LANGUAGE plpgsql AS $fn$ BEGIN RETURN NULL; END $fn$",
+	}
+	for _, v := range filterVariants {
+		ddl = append(ddl, e.createTableSQL(v.table))
+		if v.trigger {
+			ddl = append(ddl, "CREATE TRIGGER filter_empty AFTER INSERT ON "+e.table(v.table)+
+				" REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION "+fn+"()")
+		}
+	}
+	for _, q := range ddl {
+		if _, err := e.pool.Exec(ctx, q); err != nil {
+			return drop, fmt.Errorf("filter: set up: %s: %w", strings.Join(strings.Fields(q)[0:3], " "), err)
+		}
+	}
+	for _, v := range filterVariants {
+		if !v.cdc {
+			continue
+		}
+		t := sqlkit.Table{Schema: e.schema, Name: v.table}
+		if _, err := sqlkit.EnsureCDCWith(ctx, e.pool, v.opts, t); err != nil {
+			return drop, fmt.Errorf("filter: CDC for %s: %w", v.table, err)
+		}
+	}
+	return drop, nil
+}
