@@ -150,7 +150,11 @@ func unwrapConnect(err error) error {
 // redisClient returns a client for --redis-url, a cluster client with
 // --redis-cluster, or nil when no URL is set.
 func redisClient(c *cli.Context) (redis.UniversalClient, error) {
-	url := c.String(flagRedisURL)
+	return redisClientFor(c, c.String(flagRedisURL))
+}
+
+// redisClientFor is redisClient for url, --redis-url or a redis:// --sink.
+func redisClientFor(c *cli.Context, url string) (redis.UniversalClient, error) {
 	if url == "" {
 		if c.Bool(flagRedisCluster) {
 			return nil, errors.New("--redis-cluster needs --redis-url naming a node of the cluster")

@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -30,7 +32,7 @@ func runCommand() *cli.Command {
 		Usage: "deliver captured changes until SIGINT or SIGTERM",
 		Description: "Publishes each event to Redis when --redis-url is set (add --log-events to also log them), " +
 			"and logs them otherwise. With --drain, delivers what was committed before it started, then exits 0.",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: flagName, Usage: "delivery position name; relays sharing it take turns (one active, others on standby)", EnvVars: []string{"RELAY_NAME"}, Value: relay.DefaultName},
 			&cli.BoolFlag{Name: "log-events", Usage: "log every event (always on without --redis-url; at debug level too)", EnvVars: []string{"RELAY_LOG_EVENTS"}},
 			&cli.DurationFlag{Name: "log-summary-interval", Usage: "log a summary (events/s, backlog, lag) this often; 0 turns it off", EnvVars: []string{"RELAY_LOG_SUMMARY_INTERVAL"}, Value: time.Minute},
@@ -46,7 +48,7 @@ func runCommand() *cli.Command {
 			&cli.StringFlag{Name: "redis-mode", Usage: "pubsub (PUBLISH to subscribers connected now), stream (XADD, exactly once, kept) or both", EnvVars: []string{"RELAY_REDIS_MODE"}, Value: string(redissink.ModePubSub)},
 			&cli.Int64Flag{Name: "stream-maxlen", Usage: "keep at least this many entries per stream, trimming older ones (XADD MAXLEN ~); 0 never trims", EnvVars: []string{"RELAY_STREAM_MAXLEN"}, Value: redissink.DefaultStreamMaxLen},
 			&cli.StringFlag{Name: "redis-pubsub", Usage: "publish command: sharded (SPUBLISH, the default on a cluster) or classic (PUBLISH, the default otherwise)", EnvVars: []string{"RELAY_REDIS_PUBSUB"}, Value: "auto", DefaultText: "auto"},
-		},
+		}, sinkFlags()...),
 		Action: runRelay,
 	}
 }
@@ -71,8 +73,9 @@ func redisSink(c *cli.Context, rdb redis.UniversalClient) (*redissink.Handler, e
 }
 
 // sinks builds the handlers from run's flags: the Redis sink when
-// --redis-url is set (checked to answer), and the event log.
-func sinks(c *cli.Context, rdb redis.UniversalClient, logger *slog.Logger) ([]relay.EventHandler, error) {
+// --redis-url (or a redis:// --sink) is set, checked to answer, the other
+// --sink sinks, and the event log.
+func sinks(c *cli.Context, rdb redis.UniversalClient, others []relay.EventHandler, logger *slog.Logger) ([]relay.EventHandler, error) {
 	var hs []relay.EventHandler
 	if rdb == nil {
 		for _, f := range []string{"redis-mode", "stream-maxlen", "redis-pubsub"} {
@@ -80,24 +83,39 @@ func sinks(c *cli.Context, rdb redis.UniversalClient, logger *slog.Logger) ([]re
 				return nil, fmt.Errorf("--%s needs --redis-url", f)
 			}
 		}
+	} else {
+		sink, err := redisSink(c, rdb)
+		if err != nil {
+			return nil, err
+		}
+		if err := rdb.Ping(c.Context).Err(); err != nil {
+			return nil, fmt.Errorf("connect to redis %s: %w", relay.RedactURL(redisURL(c)), err)
+		}
+		hs = append(hs, sink)
+	}
+	hs = append(hs, others...)
+	switch {
+	case len(hs) == 0:
 		// Without a sink the log is the sink: every event at info.
 		return append(hs, &handlers.Log{Logger: logger, Data: true}), nil
-	}
-	sink, err := redisSink(c, rdb)
-	if err != nil {
-		return nil, err
-	}
-	if err := rdb.Ping(c.Context).Err(); err != nil {
-		return nil, fmt.Errorf("connect to redis %s: %w", relay.RedactURL(c.String(flagRedisURL)), err)
-	}
-	hs = append(hs, sink)
-	if c.Bool("log-events") {
+	case c.Bool("log-events"):
 		return append(hs, &handlers.Log{Logger: logger, Data: true}), nil
-	}
-	if logger.Enabled(c.Context, slog.LevelDebug) {
-		hs = append(hs, &handlers.Log{Logger: logger, Level: slog.LevelDebug, Data: true})
+	case logger.Enabled(c.Context, slog.LevelDebug):
+		return append(hs, &handlers.Log{Logger: logger, Level: slog.LevelDebug, Data: true}), nil
 	}
 	return hs, nil
+}
+
+// redisURL is --redis-url, or else the redis:// --sink.
+func redisURL(c *cli.Context) string {
+	if u := c.String(flagRedisURL); u != "" {
+		return u
+	}
+	_, urls, _ := otherSinks(c)
+	if len(urls) > 0 {
+		return urls[0]
+	}
+	return ""
 }
 
 func runRelay(c *cli.Context) error {
@@ -108,14 +126,21 @@ func runRelay(c *cli.Context) error {
 	if c.Duration("log-summary-interval") < 0 {
 		return fmt.Errorf("invalid --log-summary-interval %s: it must not be negative", c.Duration("log-summary-interval"))
 	}
-	rdb, err := redisClient(c)
+	others, redisURLs, err := otherSinks(c)
+	if err != nil {
+		return err
+	}
+	if len(redisURLs) > 1 || (len(redisURLs) == 1 && c.String(flagRedisURL) != "" && c.String(flagRedisURL) != redisURLs[0]) {
+		return errors.New("one Redis sink at most: give its URL once, as --redis-url or as --sink")
+	}
+	rdb, err := redisClientFor(c, redisURL(c))
 	if err != nil {
 		return err
 	}
 	if rdb != nil {
 		defer rdb.Close()
 	}
-	hs, err := sinks(c, rdb, logger)
+	hs, err := sinks(c, rdb, others, logger)
 	if err != nil {
 		return err
 	}
@@ -211,15 +236,29 @@ func runRelay(c *cli.Context) error {
 func logStart(c *cli.Context, logger *slog.Logger, hs []relay.EventHandler, cfg relay.Config) {
 	attrs := []any{"version", version(), "database", relay.RedactURL(cfg.DatabaseURL), "name", cfg.Name,
 		"takeover_bound", cfg.TakeoverBound()}
-	if sink, ok := hs[0].(*redissink.Handler); ok {
-		sc := sink.Config()
-		attrs = append(attrs, "redis", relay.RedactURL(c.String(flagRedisURL)), "cluster", c.Bool(flagRedisCluster),
-			"mode", sc.Mode)
-		if sc.Mode != redissink.ModeStream {
-			attrs = append(attrs, "pubsub", sc.PubSub)
+	var names []string
+	for _, h := range hs {
+		switch h := h.(type) {
+		case *redissink.Handler:
+			sc := h.Config()
+			attrs = append(attrs, "redis", relay.RedactURL(redisURL(c)), "cluster", c.Bool(flagRedisCluster), "mode", sc.Mode)
+			if sc.Mode != redissink.ModeStream {
+				attrs = append(attrs, "pubsub", sc.PubSub)
+			}
+			names = append(names, "redis")
+		case *handlers.Log:
+			if h.Level == slog.LevelInfo {
+				names = append(names, "log")
+			}
+		default:
+			names = append(names, fmt.Sprintf("%T", h))
 		}
-	} else {
-		attrs = append(attrs, "sink", "log (no --redis-url)")
+	}
+	attrs = append(attrs, "sinks", strings.Join(names, ","))
+	for _, raw := range c.StringSlice("sink") {
+		if u, err := url.Parse(strings.TrimSpace(raw)); err == nil && u.Scheme != "redis" && u.Scheme != "rediss" {
+			attrs = append(attrs, "sink", relay.RedactURL(raw))
+		}
 	}
 	if addr := c.String("metrics-addr"); addr != "" {
 		attrs = append(attrs, "metrics", "http://"+addr+"/metrics")

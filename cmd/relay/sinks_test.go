@@ -1,0 +1,107 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+	amqp091 "github.com/rabbitmq/amqp091-go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgrelay/pgrelay/internal/testenv"
+)
+
+// TestCLIRunToEverySink: relay run --drain with NATS, RabbitMQ and a
+// webhook as --sink: each gets every event.
+func TestCLIRunToEverySink(t *testing.T) {
+	ctx := testenv.Context(t)
+	dbURL := testenv.NewDatabase(t)
+	pool := testenv.Pool(t, dbURL)
+	table := testenv.UniqueName("sinks_")
+	_, err := pool.Exec(ctx, `CREATE TABLE `+table+` (id int PRIMARY KEY)`)
+	require.NoError(t, err)
+	_, _, err = runCLI(ctx, "--database-url", dbURL, "ensure-cdc", table)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `INSERT INTO `+table+` SELECT g FROM generate_series(1, 25) g`)
+	require.NoError(t, err)
+
+	// A webhook receiver.
+	var (
+		mu   sync.Mutex
+		hook []json.RawMessage
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var batch []json.RawMessage
+		if json.Unmarshal(body, &batch) != nil {
+			http.Error(w, "bad body", http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		hook = append(hook, batch...)
+		mu.Unlock()
+	}))
+	defer srv.Close()
+
+	// A RabbitMQ queue bound to a test exchange.
+	exchange := testenv.UniqueName("pgrelay-test-")
+	conn, err := amqp091.Dial("amqp://guest:guest@127.0.0.1:5672/")
+	if err != nil {
+		t.Skipf("no RabbitMQ on 127.0.0.1:5672: %v", err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	require.NoError(t, err)
+	require.NoError(t, ch.ExchangeDeclare(exchange, "topic", true, false, false, false, nil))
+	defer ch.ExchangeDelete(exchange, false, false) //nolint:errcheck
+	q, err := ch.QueueDeclare("", false, true, true, false, nil)
+	require.NoError(t, err)
+	require.NoError(t, ch.QueueBind(q.Name, "#", exchange, false, nil))
+
+	// A JetStream stream for this table's subject only: the shared server
+	// may hold other streams.
+	stream := testenv.UniqueName("PGRELAY_TEST_")
+	subject := "public." + table + ".cdc_events"
+	nc, err := natsgo.Connect("nats://127.0.0.1:4222")
+	if err != nil {
+		t.Skipf("no NATS on 127.0.0.1:4222: %v", err)
+	}
+	defer nc.Close()
+	js, err := nc.JetStream()
+	require.NoError(t, err)
+	defer js.DeleteStream(stream) //nolint:errcheck
+
+	_, _, err = runCLI(ctx, "--database-url", dbURL, "run", "--drain",
+		"--sink", "nats://127.0.0.1:4222?stream="+stream+"&subject="+subject,
+		"--sink", "amqp://guest:guest@127.0.0.1:5672/?exchange="+exchange,
+		"--sink", srv.URL+"/hook", "--webhook-batch", "10")
+	require.NoError(t, err)
+
+	info, err := js.StreamInfo(stream)
+	require.NoError(t, err)
+	require.EqualValues(t, 25, info.State.Msgs, "NATS")
+	msgs, err := ch.Consume(q.Name, "", true, true, false, false, nil)
+	require.NoError(t, err)
+	for range 25 {
+		select {
+		case <-msgs:
+		case <-time.After(10 * time.Second):
+			t.Fatal("RabbitMQ did not get every event")
+		}
+	}
+	mu.Lock()
+	require.Len(t, hook, 25, "webhook")
+	mu.Unlock()
+
+	_, line, err := runCLI(ctx, "--database-url", dbURL, "run", "--sink", "kafka://x:9092")
+	require.Error(t, err)
+	require.Contains(t, line, `invalid --sink kafka://x:9092: unknown scheme "kafka"`)
+	_, line, err = runCLI(ctx, "--database-url", dbURL, "--redis-url", testenv.RedisURL(), "run", "--sink", "redis://127.0.0.1:1/0")
+	require.Error(t, err)
+	require.Contains(t, line, "one Redis sink at most")
+}
