@@ -53,7 +53,7 @@ func topology(t testing.TB, url, bindingKey string, queueArgs amqp091.Table) (ch
 	return ch, exchange, queue
 }
 
-// cleanup deletes the exchange and queue on a connection of its own: the
+// cleanup deletes the exchange and queue (if any) on a connection of its own: the
 // test's may be closed by then.
 func cleanup(url, exchange, queue string) {
 	conn, err := amqp091.Dial(url)
@@ -65,8 +65,12 @@ func cleanup(url, exchange, queue string) {
 	if err != nil {
 		return
 	}
-	_, _ = ch.QueueDelete(queue, false, false, false)
+	// A failed delete closes the channel: the exchange first, and a
+	// queue only when there is one.
 	_ = ch.ExchangeDelete(exchange, false, false)
+	if queue != "" {
+		_, _ = ch.QueueDelete(queue, false, false, false)
+	}
 }
 
 // receive returns the next n messages of queue, acknowledged, failing the
