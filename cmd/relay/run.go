@@ -48,7 +48,7 @@ func runCommand() *cli.Command {
 			&cli.StringFlag{Name: "redis-mode", Usage: "pubsub (PUBLISH to subscribers connected now), stream (XADD, exactly once, kept) or both", EnvVars: []string{"RELAY_REDIS_MODE"}, Value: string(redissink.ModePubSub)},
 			&cli.Int64Flag{Name: "stream-maxlen", Usage: "keep at least this many entries per stream, trimming older ones (XADD MAXLEN ~); 0 never trims", EnvVars: []string{"RELAY_STREAM_MAXLEN"}, Value: redissink.DefaultStreamMaxLen},
 			&cli.StringFlag{Name: "redis-pubsub", Usage: "publish command: sharded (SPUBLISH, the default on a cluster) or classic (PUBLISH, the default otherwise)", EnvVars: []string{"RELAY_REDIS_PUBSUB"}, Value: "auto", DefaultText: "auto"},
-		}, sinkFlags()...),
+		}, append(sinkFlags(), sseFlags()...)...),
 		Action: runRelay,
 	}
 }
@@ -139,6 +139,14 @@ func runRelay(c *cli.Context) error {
 	}
 	if rdb != nil {
 		defer rdb.Close()
+	}
+	sseHandler, stopSSE, err := sseSink(c)
+	if err != nil {
+		return err
+	}
+	defer stopSSE()
+	if sseHandler != nil {
+		others = append(others, sseHandler)
 	}
 	hs, err := sinks(c, rdb, others, logger)
 	if err != nil {
@@ -262,6 +270,9 @@ func logStart(c *cli.Context, logger *slog.Logger, hs []relay.EventHandler, cfg 
 	}
 	if addr := c.String("metrics-addr"); addr != "" {
 		attrs = append(attrs, "metrics", "http://"+addr+"/metrics")
+	}
+	if addr := c.String("sse-addr"); addr != "" {
+		attrs = append(attrs, "sse", "http://"+addr+"/events")
 	}
 	if c.Bool("drain") {
 		attrs = append(attrs, "drain", true)
