@@ -15,6 +15,7 @@
 package sse
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
 	_ "embed"
@@ -202,7 +203,7 @@ RETURNING position, event_id`, ids, schemas, tables, actions, bodies)
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("sse handler: insert into cdc.sse_log: %w", err)
 	}
-	slices.SortFunc(msgs, func(a, b *message) int { return int(a.position - b.position) })
+	slices.SortFunc(msgs, func(a, b *message) int { return cmp.Compare(a.position, b.position) })
 	h.fanOut(msgs)
 	return nil
 }
