@@ -78,9 +78,9 @@ func runFilter(ctx context.Context, e *env, sec *Section) error {
 		"1 s run of each table first, then %s, each running every table in turn, the order rotated by one table "+
 		"per round; ratios are of the same round's runs. Transactions per second and average latency as pgbench "+
 		"reports them (without its initial connection time), and the CPU time the %d backends serving pgbench "+
-		"used per transaction (user and system, from `/proc/<pid>/stat`, between 0.1 s after they had all "+
-		"connected and 0.15 s before the run's end, divided by the transactions the id sequence counted "+
-		"meanwhile), which other tenants of the machine disturb far less than the throughput. No relay runs: a "+
+		"used per transaction (user and system, from `/proc/<pid>/stat`, read every 0.1 s from 0.1 s after "+
+		"they had all connected while they all still were, the first reading to the last divided by the "+
+		"transactions the id sequence counted in between), which other tenants of the machine disturb far less than the throughput. No relay runs: a "+
 		"statement whose rows the filter rejects writes nothing to the outbox, and the trigger then sends no "+
 		"notification, so a relay waiting for one would not wake.",
 		clients, seconds, filterPlain, filterTrigger, filterRejected, filterCDC, filterPasses, filterCDC,
@@ -163,7 +163,11 @@ func runFilter(ctx context.Context, e *env, sec *Section) error {
 		}
 	}
 	tps, lat, cpu := map[string][]float64{}, map[string][]float64{}, map[string][]float64{}
-	var cpuErr error // why the backends' CPU time could not be measured
+	var (
+		cpuErr      error // why the backends' CPU time was first not measured
+		cpuMissing  int   // in how many runs
+		cpuMeasured int
+	)
 	var perRound [][]string
 	for round := range rounds {
 		var order []string
@@ -176,8 +180,12 @@ func runFilter(ctx context.Context, e *env, sec *Section) error {
 			c := math.NaN()
 			if sample.err == nil {
 				c = sample.perTx()
-			} else if cpuErr == nil {
-				cpuErr = fmt.Errorf("%s, round %d: %w", v.name, round+1, sample.err)
+				cpuMeasured++
+			} else {
+				cpuMissing++
+				if cpuErr == nil {
+					cpuErr = fmt.Errorf("%s, round %d: %w", v.name, round+1, sample.err)
+				}
 			}
 			tps[v.name], lat[v.name], cpu[v.name] = append(tps[v.name], r.tps), append(lat[v.name], r.latency), append(cpu[v.name], c)
 			order = append(order, v.name)
@@ -209,16 +217,18 @@ func runFilter(ctx context.Context, e *env, sec *Section) error {
 	for _, v := range filterVariants {
 		sec.add("latency average, "+v.name+", ms", Millis, lat[v.name])
 	}
-	if cpuErr == nil {
+	if cpuMeasured > 0 {
 		for _, v := range filterVariants {
-			sec.add("backend CPU per transaction, "+v.name+", µs", Decimal, cpu[v.name])
+			sec.add("backend CPU per transaction, "+v.name+", µs", Decimal, measured(cpu[v.name]))
 		}
 		for _, v := range filterVariants[2:] {
 			sec.add("backend CPU per transaction, "+v.name+" − "+filterTrigger+", µs", Decimal,
-				differences(cpu[v.name], cpu[filterTrigger]))
+				measured(differences(cpu[v.name], cpu[filterTrigger])))
 		}
-	} else {
-		sec.note("The backends' CPU time was not measured: %s.", cpuErr)
+	}
+	if cpuMissing > 0 {
+		sec.note("The backends' CPU time could not be measured in %d of %d runs (the first: %s); its figures are of "+
+			"the others.", cpuMissing, cpuMissing+cpuMeasured, cpuErr)
 	}
 	header := []string{"round"}
 	for _, v := range filterVariants {
@@ -244,6 +254,17 @@ func differences(a, b []float64) []float64 {
 	return out
 }
 
+// measured returns vs without its NaNs, the runs not measured.
+func measured(vs []float64) []float64 {
+	out := make([]float64, 0, len(vs))
+	for _, v := range vs {
+		if !math.IsNaN(v) {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
 // filterSequence hands out the ids of the row-filter comparison's rows, and
 // counts its transactions: each takes one.
 const filterSequence = "filter_ids"
@@ -265,21 +286,20 @@ func (s cpuSample) perTx() float64 {
 }
 
 // sampleBackendCPU measures the CPU time the backends of a pgbench run of
-// d with clients clients use, from 0.1 s after they have all connected to
-// 0.15 s before the run ends, and the transactions counted meanwhile by the
-// row-filter comparison's id sequence. The server must run on this machine:
-// the backends are read from /proc, and only those whose command line names
-// the run's database count.
+// d with clients clients use, and the transactions the row-filter
+// comparison's id sequence counts meanwhile, from 0.1 s after they have all
+// connected to the last of the readings taken every 0.1 s after that while
+// they all still are, until ctx is done. The server must run on this
+// machine: the backends are read from /proc, and only those whose command
+// line names the run's database count.
 func (e *env) sampleBackendCPU(ctx context.Context, clients int, d time.Duration) cpuSample {
 	deadline := time.Now().Add(10*time.Second + d)
-	var connected time.Time
 	for {
 		pids, err := e.pgbenchPIDs(ctx)
 		if err != nil {
 			return cpuSample{err: err}
 		}
 		if len(pids) == clients {
-			connected = time.Now()
 			break
 		}
 		if time.Now().After(deadline) {
@@ -291,31 +311,49 @@ func (e *env) sampleBackendCPU(ctx context.Context, clients int, d time.Duration
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	read := func(at time.Time) (map[int]time.Duration, int64, error) {
-		select {
-		case <-ctx.Done():
-			return nil, 0, errors.New("pgbench ended before the measurement window did")
-		case <-time.After(time.Until(at)):
-		}
-		return e.readBackendCPU(ctx)
+	const every = 100 * time.Millisecond
+	select {
+	case <-ctx.Done():
+		return cpuSample{err: errors.New("pgbench ended before the first reading")}
+	case <-time.After(every):
 	}
-	cpu0, txs0, err := read(connected.Add(100 * time.Millisecond))
+	start := time.Now()
+	cpu0, txs0, err := e.readBackendCPU(ctx)
 	if err != nil {
 		return cpuSample{err: err}
 	}
-	cpu1, txs1, err := read(connected.Add(d - 150*time.Millisecond))
-	if err != nil {
-		return cpuSample{err: err}
+	if len(cpu0) != clients {
+		return cpuSample{err: fmt.Errorf("%d of pgbench's %d backends at the first reading", len(cpu0), clients)}
 	}
 	var s cpuSample
-	for pid, c0 := range cpu0 {
-		c1, ok := cpu1[pid]
-		if !ok {
-			return cpuSample{err: fmt.Errorf("backend %d ended within the measurement window", pid)}
+	last := start
+	t := time.NewTicker(every)
+	defer t.Stop()
+readings:
+	for {
+		select {
+		case <-ctx.Done():
+			break readings
+		case <-t.C:
 		}
-		s.cpu += c1 - c0
+		// A reading that fails, or misses a backend, is pgbench ending.
+		cpu, txs, err := e.readBackendCPU(ctx)
+		if err != nil || len(cpu) != clients {
+			break readings
+		}
+		var sum time.Duration
+		for pid, c0 := range cpu0 {
+			c1, ok := cpu[pid]
+			if !ok {
+				break readings
+			}
+			sum += c1 - c0
+		}
+		s.cpu, s.txs, last = sum, txs-txs0, time.Now()
 	}
-	s.txs = txs1 - txs0
+	if window := last.Sub(start); window < d/3 {
+		return cpuSample{err: fmt.Errorf("readings over %s of a %s run only", window.Round(time.Millisecond), d)}
+	}
 	return s
 }
 
