@@ -407,10 +407,25 @@ need_pgbench() {
 	pgbench --version >/dev/null 2>&1 || die "pgbench still does not run after installing postgresql"
 }
 
+# want_chromium installs Debian's Chromium when it is missing and we may:
+# the SSE page's test drives a real headless browser, and is skipped
+# without one.
+want_chromium() {
+	command -v chromium >/dev/null 2>&1 && return 0
+	if is_root; then
+		apt-get install -y -qq chromium >/dev/null 2>&1 ||
+			{ apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; } ||
+			note "could not install chromium: the browser test will be skipped"
+	else
+		note "chromium is not installed: the browser test will be skipped"
+	fi
+}
+
 cmd_test() {
 	setup_servers
 	setup_cluster
 	want_pgbouncer
+	want_chromium
 	need_pgbench
 	drop_leftover_databases
 	check_gofmt
