@@ -115,9 +115,11 @@ own_redis() {
 start_cluster() {
 	need_command redis-server redis-server
 	cluster_dir=$(mktemp -d "${TMPDIR:-/tmp}/pgrelay-cluster.XXXXXX")
-	# Bus ports are port+10000 and Redis refuses any above 65535, so the
-	# nodes take ports from 47000 on and their buses from 57000 on.
-	local port=47000 addrs=()
+	# Bus ports are port+10000 and Redis refuses any above 65535; both stay
+	# below the kernel's ephemeral range (32768 on), where a port that
+	# nothing listens on may still be some outgoing connection's and fail
+	# to bind. So the nodes take ports from 21000 on, their buses 31000 on.
+	local port=21000 addrs=()
 	for _ in 1 2 3; do
 		port=$(free_port "$port" 10000)
 		start_cluster_node "$port"
