@@ -94,6 +94,28 @@ BEGIN
         RETURN NULL;
     END IF;
 
+    -- A row filter that holds for none of the statement's rows (old or
+    -- new) means nothing to capture: found with one small statement, before
+    -- any other work. If the filter no longer fits the table, the capture
+    -- below finds out and captures unfiltered.
+    IF TG_NARGS >= 4 AND TG_ARGV[3] <> '' THEN
+        BEGIN
+            IF TG_OP = 'INSERT' THEN
+                EXECUTE 'SELECT count(*) FROM new_rows x WHERE (' || TG_ARGV[3] || ') IS TRUE' INTO nrows;
+            ELSIF TG_OP = 'DELETE' THEN
+                EXECUTE 'SELECT count(*) FROM old_rows x WHERE (' || TG_ARGV[3] || ') IS TRUE' INTO nrows;
+            ELSE
+                EXECUTE 'SELECT (SELECT count(*) FROM new_rows x WHERE (' || TG_ARGV[3] || ') IS TRUE)'
+                     || ' + (SELECT count(*) FROM old_rows x WHERE (' || TG_ARGV[3] || ') IS TRUE)' INTO nrows;
+            END IF;
+            IF nrows = 0 THEN
+                RETURN NULL;
+            END IF;
+        EXCEPTION WHEN OTHERS THEN
+            NULL;
+        END;
+    END IF;
+
     -- Primary-key columns. The catalog lookup costs more than the rest of a
     -- one-row statement's capture, so its result is kept for the session
     -- in the setting cdc.keys_<table oid>, tagged with the DDL generation:
@@ -127,11 +149,18 @@ BEGIN
         -- Column or row options (functions/15_options.sql): the excluded
         -- and ignored columns by attribute number, so that renames keep
         -- them, and the row filter as PostgreSQL printed it back.
-        SELECT coalesce(array_agg(a.attname::text) FILTER (WHERE a.attnum = ANY (TG_ARGV[1]::int2[])), '{}'),
-               coalesce(array_agg(a.attname::text) FILTER (WHERE a.attnum = ANY (TG_ARGV[2]::int2[])), '{}')
-        INTO excl, ign
-        FROM pg_attribute a
-        WHERE a.attrelid = TG_RELID AND a.attnum > 0 AND NOT a.attisdropped;
+        -- Only a filter: no catalog lookup (it cost more than a filter
+        -- that rejects the statement's rows).
+        IF TG_ARGV[1] = '{}' AND TG_ARGV[2] = '{}' THEN
+            excl := '{}';
+            ign := '{}';
+        ELSE
+            SELECT coalesce(array_agg(a.attname::text) FILTER (WHERE a.attnum = ANY (TG_ARGV[1]::int2[])), '{}'),
+                   coalesce(array_agg(a.attname::text) FILTER (WHERE a.attnum = ANY (TG_ARGV[2]::int2[])), '{}')
+            INTO excl, ign
+            FROM pg_attribute a
+            WHERE a.attrelid = TG_RELID AND a.attnum > 0 AND NOT a.attisdropped;
+        END IF;
         filter := TG_ARGV[3];
         -- The statement is built by cdc.capture_sql and run here, where
         -- the transition tables are visible.
