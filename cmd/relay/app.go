@@ -147,14 +147,9 @@ func unwrapConnect(err error) error {
 	return err
 }
 
-// redisClient returns a client for --redis-url, a cluster client with
-// --redis-cluster, or nil when no URL is set.
-func redisClient(c *cli.Context) (redis.UniversalClient, error) {
-	return redisClientFor(c, c.String(flagRedisURL))
-}
-
-// redisClientFor is redisClient for url, --redis-url or a redis:// --sink.
-func redisClientFor(c *cli.Context, url string) (redis.UniversalClient, error) {
+// redisClient returns a client for url (--redis-url or a redis:// --sink),
+// a cluster client with --redis-cluster, or nil when url is empty.
+func redisClient(c *cli.Context, url string) (redis.UniversalClient, error) {
 	if url == "" {
 		if c.Bool(flagRedisCluster) {
 			return nil, errors.New("--redis-cluster needs --redis-url naming a node of the cluster")

@@ -75,7 +75,7 @@ func redisSink(c *cli.Context, rdb redis.UniversalClient) (*redissink.Handler, e
 // sinks builds the handlers from run's flags: the Redis sink when
 // --redis-url (or a redis:// --sink) is set, checked to answer, the other
 // --sink sinks, and the event log.
-func sinks(c *cli.Context, rdb redis.UniversalClient, others []relay.EventHandler, logger *slog.Logger) ([]relay.EventHandler, error) {
+func sinks(c *cli.Context, rdb redis.UniversalClient, redisURL string, others []relay.EventHandler, logger *slog.Logger) ([]relay.EventHandler, error) {
 	var hs []relay.EventHandler
 	if rdb == nil {
 		for _, f := range []string{"redis-mode", "stream-maxlen", "redis-pubsub"} {
@@ -89,7 +89,7 @@ func sinks(c *cli.Context, rdb redis.UniversalClient, others []relay.EventHandle
 			return nil, err
 		}
 		if err := rdb.Ping(c.Context).Err(); err != nil {
-			return nil, fmt.Errorf("connect to redis %s: %w", relay.RedactURL(redisURL(c)), err)
+			return nil, fmt.Errorf("connect to redis %s: %w", relay.RedactURL(redisURL), err)
 		}
 		hs = append(hs, sink)
 	}
@@ -106,18 +106,6 @@ func sinks(c *cli.Context, rdb redis.UniversalClient, others []relay.EventHandle
 	return hs, nil
 }
 
-// redisURL is --redis-url, or else the redis:// --sink.
-func redisURL(c *cli.Context) string {
-	if u := c.String(flagRedisURL); u != "" {
-		return u
-	}
-	_, urls, _ := otherSinks(c)
-	if len(urls) > 0 {
-		return urls[0]
-	}
-	return ""
-}
-
 func runRelay(c *cli.Context) error {
 	logger, err := newLogger(c)
 	if err != nil {
@@ -130,10 +118,15 @@ func runRelay(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if len(redisURLs) > 1 || (len(redisURLs) == 1 && c.String(flagRedisURL) != "" && c.String(flagRedisURL) != redisURLs[0]) {
+	// One Redis sink at most: --redis-url, or a redis:// --sink.
+	redisURL := c.String(flagRedisURL)
+	if len(redisURLs) > 1 || (len(redisURLs) == 1 && redisURL != "" && redisURL != redisURLs[0]) {
 		return errors.New("one Redis sink at most: give its URL once, as --redis-url or as --sink")
 	}
-	rdb, err := redisClientFor(c, redisURL(c))
+	if redisURL == "" && len(redisURLs) == 1 {
+		redisURL = redisURLs[0]
+	}
+	rdb, err := redisClient(c, redisURL)
 	if err != nil {
 		return err
 	}
@@ -148,7 +141,7 @@ func runRelay(c *cli.Context) error {
 	if sseHandler != nil {
 		others = append(others, sseHandler)
 	}
-	hs, err := sinks(c, rdb, others, logger)
+	hs, err := sinks(c, rdb, redisURL, others, logger)
 	if err != nil {
 		return err
 	}
@@ -226,7 +219,7 @@ func runRelay(c *cli.Context) error {
 		wg.Go(func() { drained.watch(bgCtx, pool, name, sum.batches, finish) })
 	}
 
-	logStart(c, logger, hs, cfg)
+	logStart(c, logger, hs, cfg, redisURL)
 	err = r.Run(runCtx)
 	stopBg()
 	if c.Bool("drain") {
@@ -241,7 +234,7 @@ func runRelay(c *cli.Context) error {
 }
 
 // logStart is the one info line at start: what runs, against what.
-func logStart(c *cli.Context, logger *slog.Logger, hs []relay.EventHandler, cfg relay.Config) {
+func logStart(c *cli.Context, logger *slog.Logger, hs []relay.EventHandler, cfg relay.Config, redisURL string) {
 	attrs := []any{"version", version(), "database", relay.RedactURL(cfg.DatabaseURL), "name", cfg.Name,
 		"takeover_bound", cfg.TakeoverBound()}
 	var names []string
@@ -249,7 +242,7 @@ func logStart(c *cli.Context, logger *slog.Logger, hs []relay.EventHandler, cfg 
 		switch h := h.(type) {
 		case *redissink.Handler:
 			sc := h.Config()
-			attrs = append(attrs, "redis", relay.RedactURL(redisURL(c)), "cluster", c.Bool(flagRedisCluster), "mode", sc.Mode)
+			attrs = append(attrs, "redis", relay.RedactURL(redisURL), "cluster", c.Bool(flagRedisCluster), "mode", sc.Mode)
 			if sc.Mode != redissink.ModeStream {
 				attrs = append(attrs, "pubsub", sc.PubSub)
 			}
