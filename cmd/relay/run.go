@@ -208,7 +208,14 @@ func runRelay(c *cli.Context) error {
 	defer wg.Wait()
 	bgCtx, stopBg := context.WithCancel(ctx)
 	defer stopBg()
-	wg.Go(func() { m.RunBacklog(bgCtx, pool, cfg.WatchdogInterval) })
+	// The backlog figures cost a few queries: every watchdog interval for
+	// the metrics, else once per summary, else never.
+	switch every := c.Duration("log-summary-interval"); {
+	case c.String("metrics-addr") != "":
+		wg.Go(func() { m.RunBacklog(bgCtx, pool, cfg.WatchdogInterval) })
+	case every > 0:
+		wg.Go(func() { m.RunBacklog(bgCtx, pool, every) })
+	}
 	wg.Go(func() { sum.run(bgCtx) })
 
 	var drained drainState
