@@ -122,9 +122,11 @@ BEGIN
     -- the event trigger cdc.ddl_changed (installed when migrations ran as
     -- superuser) bumps cdc.ddl_generation on every ALTER TABLE, so renamed
     -- or replaced key columns are looked up again. Without the event
-    -- trigger, nothing is cached.
-    gen := CASE WHEN to_regclass('cdc.ddl_generation') IS NOT NULL
-                THEN pg_sequence_last_value('cdc.ddl_generation') END;
+    -- trigger (migrations run by a non-superuser, as on managed services),
+    -- nothing is cached.
+    -- The sequence by its name looked up at run time, not as a regclass
+    -- literal, which would fail every write where it does not exist.
+    gen := pg_sequence_last_value(to_regclass('cdc.ddl_generation'));
     IF gen IS NOT NULL THEN
         cached := current_setting('cdc.keys_' || TG_RELID::oid::text, true);
         IF cached LIKE gen::text || ':%' THEN
