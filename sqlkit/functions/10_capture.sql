@@ -46,8 +46,8 @@ DECLARE
     keys    text[];
     onekey  text;
     written bigint;
-    sch     text := TG_TABLE_SCHEMA;
-    rel     text := TG_TABLE_NAME;
+    sch     text;
+    rel     text;
     gen     bigint;
     cached  text;
     nrows   bigint;
@@ -56,6 +56,58 @@ DECLARE
     ign     text[];
     filter  text;
 BEGIN
+    -- The common statement first, in as few PL/pgSQL steps as possible
+    -- (each costs a microsecond or more, paid by every statement of every
+    -- writer): a table without options or partition argument, whose key
+    -- columns this session has cached, and a statement small enough for
+    -- one chunk. One INSERT counts the rows, makes their JSON only when
+    -- they fit one chunk, and writes that chunk; when it writes nothing
+    -- (no rows, too many, or no cached key), the general path below
+    -- decides. Measured on pgbench's TPC-B statements, this took a fifth
+    -- off what capture costs a transaction (see internal/bench/tried.md).
+    IF TG_NARGS = 0 AND TG_OP <> 'TRUNCATE' THEN
+        gen := pg_sequence_last_value(to_regclass('cdc.ddl_generation'));
+        cached := current_setting('cdc.keys_' || TG_RELID::oid::text, true);
+        IF split_part(cached, ':', 1) = gen::text THEN
+            IF TG_OP = 'UPDATE' THEN
+                INSERT INTO cdc.outbox (schema_name, table_name, action, events, key_columns, rows, old_rows)
+                SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'update', 2 * s.n,
+                       substr(cached, strpos(cached, ':') + 1)::text[], a.j,
+                       (SELECT json_agg(orow.*) FROM old_rows orow)
+                FROM (SELECT count(*) AS n, sum(pg_column_size(nr.*)) AS b FROM new_rows nr) s,
+                     LATERAL (SELECT json_agg(nr.*) AS j FROM new_rows nr
+                              WHERE s.n <= {{.UpdateChunkRows}} AND s.b <= {{.UpdateChunkBytes}}) a
+                WHERE a.j IS NOT NULL;
+            ELSIF TG_OP = 'INSERT' THEN
+                INSERT INTO cdc.outbox (schema_name, table_name, action, events, key_columns, rows)
+                SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'insert', s.n,
+                       substr(cached, strpos(cached, ':') + 1)::text[], a.j
+                FROM (SELECT count(*) AS n, sum(pg_column_size(nr.*)) AS b FROM new_rows nr) s,
+                     LATERAL (SELECT json_agg(nr.*) AS j FROM new_rows nr
+                              WHERE s.n <= {{.InsertChunkRows}} AND s.b <= {{.InsertChunkBytes}}) a
+                WHERE a.j IS NOT NULL;
+            ELSE
+                INSERT INTO cdc.outbox (schema_name, table_name, action, events, key_columns, rows)
+                SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'delete', s.n,
+                       substr(cached, strpos(cached, ':') + 1)::text[], a.j
+                FROM (SELECT count(*) AS n, sum(pg_column_size(orow.*)) AS b FROM old_rows orow) s,
+                     LATERAL (SELECT json_agg(orow.*) AS j FROM old_rows orow
+                              WHERE s.n <= {{.InsertChunkRows}} AND s.b <= {{.InsertChunkBytes}}) a
+                WHERE a.j IS NOT NULL;
+            END IF;
+            GET DIAGNOSTICS written = ROW_COUNT;
+            IF written > 0 THEN
+                -- As at the end of the general path.
+                IF pg_sequence_last_value('cdc.relay_wake_enter') > pg_sequence_last_value('cdc.relay_wake_leave') THEN
+                    PERFORM pg_notify('{{.NotifyChannel}}', pg_current_xact_id()::text);
+                END IF;
+                RETURN NULL;
+            END IF;
+        END IF;
+    END IF;
+
+    sch := TG_TABLE_SCHEMA;
+    rel := TG_TABLE_NAME;
     -- On a partition (installed with the argument 'partition'), the event
     -- is named after the partitioned table at the root, whose channel
     -- consumers listen on. Statements addressed to the partitioned table

@@ -1,0 +1,53 @@
+package sqlkit_test
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgrelay/pgrelay/sqlkit"
+)
+
+// TestCaptureCachedKeyPath runs every kind of statement in one session, so
+// that all but the first take cdc.capture()'s short path (key columns
+// cached), including the cases it must hand to the general path: a
+// statement with no rows, and one too large for a single chunk. A key
+// column whose name holds the cache's separator must survive the cache.
+func TestCaptureCachedKeyPath(t *testing.T) {
+	t.Parallel()
+	ctx, pool := setup(t, `CREATE TABLE kv ("k:1" int PRIMARY KEY, v text)`)
+	_, err := sqlkit.EnsureCDCFor(ctx, pool, sqlkit.Table{Name: "kv"})
+	require.NoError(t, err)
+	conn := mustConn(t, ctx, pool)
+	for _, sql := range []string{
+		`INSERT INTO kv VALUES (1, 'a')`,                                 // looks the key up, caches it
+		`INSERT INTO kv VALUES (2, 'b'), (3, 'c')`,                       // cached from here on
+		`UPDATE kv SET v = 'x' WHERE "k:1" = 0`,                          // no rows
+		`UPDATE kv SET v = v || '!' WHERE "k:1" <= 2`,                    // two rows
+		`UPDATE kv SET "k:1" = 30 WHERE "k:1" = 3`,                       // key change: delete + insert
+		`DELETE FROM kv WHERE "k:1" = 1`,                                 // one row
+		`DELETE FROM kv WHERE "k:1" < 0`,                                 // no rows
+		`INSERT INTO kv SELECT g, 'n' FROM generate_series(100, 1100) g`, // 1,001 rows: two chunks
+	} {
+		_, err := conn.Exec(ctx, sql)
+		require.NoError(t, err, sql)
+	}
+	var got []any
+	for _, r := range readOutbox(t, ctx, pool) {
+		got = append(got, r.Action, r.Key)
+	}
+	want := []any{
+		"insert", 1.0, "insert", 2.0, "insert", 3.0,
+		"update", 1.0, "update", 2.0,
+		"delete", 3.0, "insert", 30.0,
+		"delete", 1.0,
+	}
+	for k := 100; k <= 1100; k++ {
+		want = append(want, "insert", float64(k))
+	}
+	require.Equal(t, want, got)
+
+	var chunks int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM cdc.outbox WHERE table_name = 'kv'`).Scan(&chunks))
+	require.Equal(t, 7, chunks, "one outbox row per statement with rows, the 1,001-row one cut in two")
+}
