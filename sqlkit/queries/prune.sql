@@ -27,7 +27,9 @@ WHERE id IN (
     WHERE p.changed_at < now() - $1::interval
       AND p.txid < lim.next_txid
       AND p.txid <> ALL (coalesce(lim.busy, '{}'))
-      AND NOT EXISTS (SELECT FROM cdc.outbox l WHERE l.txid = p.txid AND l.id > lim.mark)
+      -- By the primary key only, as in fetch_batch.sql.
+      AND (SELECT l.id FROM cdc.outbox l WHERE l.txid >= p.txid AND l.txid <= p.txid AND l.id > lim.mark
+           ORDER BY l.txid, l.id LIMIT 1) IS NULL
       AND ($3::text IS NULL
            OR EXISTS (SELECT FROM cdc.relay_cursor f WHERE f.name = $3 AND f.lease_token = $4::bigint))
 );
