@@ -1,17 +1,15 @@
 package sse_test
 
 import (
-	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -20,128 +18,62 @@ import (
 	"github.com/pgrelay/pgrelay/relay"
 )
 
-// cdp is a minimal Chrome DevTools Protocol client over
-// --remote-debugging-pipe (NUL-separated JSON on file descriptors 3 and 4).
-type cdp struct {
-	t       *testing.T
-	mu      sync.Mutex
-	w       *os.File
-	next    int
-	waiting map[int]chan json.RawMessage
-	session string
+// browser is a headless Chromium tab, driven with chromedp.
+type browser struct {
+	t   *testing.T
+	ctx context.Context
 }
 
-type cdpReply struct {
-	ID     int             `json:"id"`
-	Result json.RawMessage `json:"result"`
-	Error  *struct {
-		Message string `json:"message"`
-	} `json:"error"`
-}
-
-func startChromium(t *testing.T) *cdp {
+// startChromium starts Debian's chromium headless, or skips the test when
+// it is not installed. Chromium and its profile go when the test ends.
+func startChromium(t *testing.T) *browser {
 	t.Helper()
 	bin, err := exec.LookPath("chromium")
 	if err != nil {
 		t.Skip("chromium is not installed (apt-get install chromium): skipping the browser test")
 	}
-	toChrome, ourEnd, err := os.Pipe()
-	require.NoError(t, err)
-	fromChrome, chromeEnd, err := os.Pipe()
-	require.NoError(t, err)
-	// Not t.TempDir: Chromium's helpers may still write there as it is
-	// removed.
-	profile, err := os.MkdirTemp("", "pgrelay-chromium-")
-	require.NoError(t, err)
-	cmd := exec.Command(bin, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-		"--no-first-run", "--remote-debugging-pipe", "--user-data-dir="+profile, "about:blank")
-	cmd.ExtraFiles = []*os.File{toChrome, chromeEnd}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	require.NoError(t, cmd.Start())
-	_ = toChrome.Close()
-	_ = chromeEnd.Close()
-	c := &cdp{t: t, w: ourEnd, waiting: map[int]chan json.RawMessage{}}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(bin),
+		chromedp.NoSandbox, // tests may run as root, where Chromium's sandbox refuses to start
+		chromedp.Flag("disable-dev-shm-usage", true),
+	)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(allocCtx)
 	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // Chromium and its helpers
-		_ = cmd.Wait()
-		_ = os.RemoveAll(profile)
-		_ = ourEnd.Close()
-		_ = fromChrome.Close()
+		cancel()
+		cancelAlloc() // ends Chromium and removes its profile
 	})
-	go func() {
-		r := bufio.NewReader(fromChrome)
-		for {
-			b, err := r.ReadBytes(0)
-			if err != nil {
-				return
-			}
-			var rep cdpReply
-			if json.Unmarshal(b[:len(b)-1], &rep) != nil || rep.ID == 0 {
-				continue // an event
-			}
-			if rep.Error != nil {
-				rep.Result, _ = json.Marshal(map[string]string{"cdp_error": rep.Error.Message})
-			}
-			c.mu.Lock()
-			ch := c.waiting[rep.ID]
-			delete(c.waiting, rep.ID)
-			c.mu.Unlock()
-			if ch != nil {
-				ch <- rep.Result
-			}
-		}
-	}()
-	return c
+	// Chromium starts with the first actions run on ctx and lives as long
+	// as their context: start it here, on ctx itself, not on the shorter
+	// contexts that bound each step.
+	require.NoError(t, chromedp.Do(ctx), "start chromium")
+	return &browser{t: t, ctx: ctx}
 }
 
-// call sends one command and returns its result.
-func (c *cdp) call(method string, params any, result any) {
-	c.t.Helper()
-	c.mu.Lock()
-	c.next++
-	id := c.next
-	ch := make(chan json.RawMessage, 1)
-	c.waiting[id] = ch
-	msg := map[string]any{"id": id, "method": method, "params": params}
-	if c.session != "" {
-		msg["sessionId"] = c.session
-	}
-	b, err := json.Marshal(msg)
-	require.NoError(c.t, err)
-	_, err = c.w.Write(append(b, 0))
-	c.mu.Unlock()
-	require.NoError(c.t, err)
-	select {
-	case raw := <-ch:
-		require.NotContains(c.t, string(raw), "cdp_error", method)
-		if result != nil {
-			require.NoError(c.t, json.Unmarshal(raw, result))
-		}
-	case <-time.After(wait):
-		require.FailNow(c.t, "no answer from chromium", method)
-	}
+// run runs chromedp actions, bounded by the tests' wait.
+func (b *browser) run(what string, actions ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, wait)
+	defer cancel()
+	require.NoError(b.t, chromedp.Do(ctx, actions...), what)
 }
 
 // eval returns the value of a JavaScript expression in the page.
-func (c *cdp) eval(js string) any {
-	c.t.Helper()
-	var res struct {
-		Result struct {
-			Value any `json:"value"`
-		} `json:"result"`
-		ExceptionDetails any `json:"exceptionDetails"`
-	}
-	c.call("Runtime.evaluate", map[string]any{"expression": js, "returnByValue": true}, &res)
-	require.Nil(c.t, res.ExceptionDetails, js)
-	return res.Result.Value
+func (b *browser) eval(js string) any {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, wait)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[any](js))
+	require.NoError(b.t, err, js)
+	return v
 }
 
-// until waits for a JavaScript condition to hold.
-func (c *cdp) until(js string) {
-	c.t.Helper()
-	// The page may not be there yet: an exception counts as false.
+// until waits for a JavaScript condition to hold; an exception (the page
+// may not be there yet) counts as false.
+func (b *browser) until(js string) {
+	b.t.Helper()
 	try := "(() => { try { return " + js + " } catch (e) { return false } })()"
-	require.Eventually(c.t, func() bool { return c.eval(try) == true }, wait, 20*time.Millisecond, js)
+	b.run(js, chromedp.Poll[chromedp.Void](try, chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(wait)))
 }
 
 // TestPageInChromium opens the page in a headless Chromium: it connects
@@ -150,20 +82,15 @@ func (c *cdp) until(js string) {
 func TestPageInChromium(t *testing.T) {
 	t.Parallel()
 	ctx := testenv.Context(t)
-	c := startChromium(t)
+	b := startChromium(t)
 	h, srv := newHandler(t, newPool(t), sse.Config{Token: "tok"})
 
-	var target struct{ TargetID string }
-	c.call("Target.createTarget", map[string]any{"url": srv.URL + "/?token=tok"}, &target)
-	var att struct{ SessionID string }
-	c.call("Target.attachToTarget", map[string]any{"targetId": target.TargetID, "flatten": true}, &att)
-	c.session = att.SessionID
-
-	c.until(`document.getElementById("status").dataset.opens === "1"`)
-	c.eval(`document.getElementById("tables").value = "public.users";
+	b.run("open the page", chromedp.Navigate(srv.URL+"/?token=tok"))
+	b.until(`document.getElementById("status").dataset.opens === "1"`)
+	b.eval(`document.getElementById("tables").value = "public.users";
 		document.querySelector("input[value=update]").click();
 		document.getElementById("watch").click(); true`)
-	c.until(`document.getElementById("status").dataset.opens === "2"`)
+	b.until(`document.getElementById("status").dataset.opens === "2"`)
 	require.Eventually(t, func() bool { return h.Clients() == 1 }, wait, 10*time.Millisecond)
 
 	upd := events(1, 1, "public.users", relay.ActionUpdate)[0]
@@ -173,21 +100,21 @@ func TestPageInChromium(t *testing.T) {
 	batch = append(batch, events(3, 1, "public.users", relay.ActionInsert)...)
 	batch = append(batch, events(4, 1, "public.users", relay.ActionUpdate)...)
 	require.NoError(t, h.OnEvents(ctx, batch))
-	c.until(`document.querySelectorAll("#events li").length === 2`)
+	b.until(`document.querySelectorAll("#events li").length === 2`)
 	// Newest first: position 4, then 1; items and the insert filtered out.
-	assert.Equal(t, "update#4 public.users id 4", c.eval(`document.querySelector("#events li div").textContent`))
+	assert.Equal(t, "update#4 public.users id 4", b.eval(`document.querySelector("#events li div").textContent`))
 
-	c.eval(`document.getElementById("pause").click(); true`)
+	b.eval(`document.getElementById("pause").click(); true`)
 	require.NoError(t, h.OnEvents(ctx, events(5, 1, "public.users", relay.ActionUpdate)))
-	c.until(`document.getElementById("status").textContent.includes("paused (1 held)")`)
-	assert.Equal(t, 2.0, c.eval(`document.querySelectorAll("#events li").length`))
-	c.eval(`document.getElementById("pause").click(); true`)
-	c.until(`document.querySelectorAll("#events li").length === 3`)
+	b.until(`document.getElementById("status").textContent.includes("paused (1 held)")`)
+	assert.Equal(t, 2.0, b.eval(`document.querySelectorAll("#events li").length`))
+	b.eval(`document.getElementById("pause").click(); true`)
+	b.until(`document.querySelectorAll("#events li").length === 3`)
 
 	last := `[...document.querySelectorAll("#events li")].at(-1)`
-	assert.Equal(t, "none", c.eval(fmt.Sprintf(`getComputedStyle(%s.querySelector("pre")).display`, last)))
-	c.eval(last + `.click(); true`)
-	assert.Equal(t, "block", c.eval(fmt.Sprintf(`getComputedStyle(%s.querySelector("pre")).display`, last)))
-	text, _ := c.eval(last + `.querySelector("pre").textContent`).(string)
+	assert.Equal(t, "none", b.eval(fmt.Sprintf(`getComputedStyle(%s.querySelector("pre")).display`, last)))
+	b.eval(last + `.click(); true`)
+	assert.Equal(t, "block", b.eval(fmt.Sprintf(`getComputedStyle(%s.querySelector("pre")).display`, last)))
+	text, _ := b.eval(last + `.querySelector("pre").textContent`).(string)
 	assert.True(t, strings.Contains(text, `"new": "zed"`), text)
 }
