@@ -234,9 +234,10 @@ func TestExchangeDeletedMeanwhile(t *testing.T) {
 	require.NoError(t, h.OnStart(ctx))
 	require.NoError(t, ch.ExchangeDelete(exchange, false, false))
 
-	err := h.OnEvents(ctx, events(1, 3))
-	require.Error(t, err)
-	require.Contains(t, err.Error(), "NOT_FOUND")
+	// The broker's NOT_FOUND closes the channel: depending on when that
+	// arrives the error names it or only the closed channel, so only the
+	// outcome is checked.
+	require.Error(t, h.OnEvents(ctx, events(1, 3)))
 	require.Zero(t, queueLen(t, ch, queue))
 
 	// The retry connects again and declares the exchange; the queue's
