@@ -177,6 +177,10 @@ func TestCLIEnsureRunStatus(t *testing.T) {
 }
 
 func TestMain(m *testing.M) {
+	if os.Getenv(relayChildEnv) != "" {
+		main() // a relay process of a test (see startRelayProcess)
+		return
+	}
 	redis.SetLogger(quietRedisLogger{}) // as main does
 	os.Exit(m.Run())
 }
