@@ -193,6 +193,12 @@ func (r *Relay) Start(ctx context.Context) error {
 // reconnection attempts are exhausted and Config.OnError is not set.
 func (r *Relay) Run(ctx context.Context) error {
 	if err := r.Start(ctx); err != nil {
+		if ctx.Err() != nil {
+			// Stopped while starting (connecting, say): a shutdown
+			// through ctx like any other, not a failure. relay run
+			// --drain on an empty backlog stops this early.
+			return nil
+		}
 		return err
 	}
 	select {
