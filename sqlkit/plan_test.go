@@ -20,6 +20,11 @@ import (
 func TestFetchAfterAnalyzeOfEmptyOutbox(t *testing.T) {
 	t.Parallel()
 	ctx, pool := setup(t, `CREATE TABLE notes (id bigserial PRIMARY KEY, v int)`)
+	var version int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT current_setting('server_version_num')::int`).Scan(&version))
+	if version < 150000 {
+		t.Skip("reading a backend's table counters at once needs PostgreSQL 15 (pg_stat_force_next_flush)")
+	}
 	_, err := sqlkit.EnsureCDCFor(ctx, pool, sqlkit.Table{Name: "notes"})
 	require.NoError(t, err)
 	_, err = pool.Exec(ctx, `VACUUM ANALYZE cdc.outbox`)
