@@ -8,7 +8,7 @@ import (
 	"github.com/pgrelay/pgrelay/sqlkit"
 )
 
-// RunBacklog refreshes the backlog gauges from relay.ReadStatus every
+// RunBacklog refreshes the backlog gauges from relay.ReadStatusWith every
 // interval (the relay's watchdog interval, say) until ctx ends. db should
 // be a pool of its own, not the relay's connections. A failing query makes
 // /readyz say so until one succeeds.
@@ -17,7 +17,9 @@ func (m *Metrics) RunBacklog(ctx context.Context, db sqlkit.DB, interval time.Du
 	defer t.Stop()
 	for {
 		qctx, cancel := context.WithTimeout(ctx, interval)
-		st, err := relay.ReadStatus(qctx, db, m.cfg.Name)
+		// Without the count of retained events, which reads the whole
+		// outbox: the gauges do not report it.
+		st, err := relay.ReadStatusWith(qctx, db, m.cfg.Name, relay.StatusOptions{SkipRetained: true})
 		cancel()
 		if ctx.Err() != nil {
 			return

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/pgrelay/pgrelay/sqlkit"
@@ -21,7 +22,8 @@ type Status struct {
 	// Pending and Failed count undelivered and parked events of all tables.
 	Pending int64 `json:"pending"`
 	Failed  int64 `json:"failed"`
-	// Retained counts delivered events kept until Config.Retention.
+	// Retained counts delivered events kept until Config.Retention (0 when
+	// read with StatusOptions.SkipRetained).
 	Retained int64 `json:"delivered_retained"`
 	// OldestPending is the change time of the oldest undelivered event
 	// (nil: none), and OldestPendingAge its age in seconds when read.
@@ -68,6 +70,53 @@ func (t TableStatus) Name() string {
 // uses itself. It fails with sqlkit.ErrNotMigrated when the schema is
 // missing or out of date.
 func ReadStatus(ctx context.Context, db sqlkit.DB, name string) (Status, error) {
+	return ReadStatusWith(ctx, db, name, StatusOptions{})
+}
+
+// StatusOptions say what ReadStatusWith leaves out.
+type StatusOptions struct {
+	// SkipRetained leaves Status.Retained at 0 instead of counting the
+	// delivered events the outbox still keeps. That count reads the whole
+	// outbox, up to Config.Retention's worth of events (a day by default),
+	// while everything else in a Status reads only what is undelivered:
+	// readers that run every few seconds, such as the metrics, skip it.
+	// Defaults to false.
+	SkipRetained bool
+}
+
+// ReadStatusWith is ReadStatus with options.
+func ReadStatusWith(ctx context.Context, db sqlkit.DB, name string, opts StatusOptions) (Status, error) {
+	// In a transaction of its own, so that the outbox is read by its
+	// indexes whatever its statistics say (sqlkit.AvoidSequentialScans),
+	// and ended by a rollback: nothing is written.
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		return Status{}, fmt.Errorf("read status: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	size := int64(-1)
+	if !opts.SkipRetained {
+		// All of the outbox, which only a sequential scan reads well; the
+		// schema is checked first, as readStatus does.
+		if err := sqlkit.CheckSchema(ctx, tx); err != nil {
+			return Status{}, err
+		}
+		if size, err = sqlkit.OutboxSize(ctx, tx); err != nil {
+			return Status{}, err
+		}
+	}
+	if err := sqlkit.AvoidSequentialScans(ctx, tx); err != nil {
+		return Status{}, err
+	}
+	st, err := readStatus(ctx, tx, name)
+	if err == nil && size >= 0 {
+		st.Retained = max(size-st.Pending, 0)
+	}
+	return st, err
+}
+
+// readStatus is ReadStatusWith's reading, but for Retained.
+func readStatus(ctx context.Context, db sqlkit.DB, name string) (Status, error) {
 	if name == "" {
 		name = DefaultName
 	}
@@ -123,11 +172,6 @@ func ReadStatus(ctx context.Context, db sqlkit.DB, name string) (Status, error) 
 		table(f.Table).Failed = f.Count
 		st.Failed += f.Count
 	}
-	size, err := sqlkit.OutboxSize(ctx, db)
-	if err != nil {
-		return st, err
-	}
-	st.Retained = max(size-st.Pending, 0)
 	last, err := sqlkit.LastDelivery(ctx, db, name)
 	if err != nil {
 		return st, err

@@ -46,9 +46,21 @@ func Notify(ctx context.Context, db DB, payload string) error {
 }
 
 var (
-	sqlPrune       = query("prune")
-	sqlOutboxCount = query("outbox_count")
+	sqlPrune         = query("prune")
+	sqlOutboxCount   = query("outbox_count")
+	sqlAvoidSeqScans = query("avoid_seqscans")
 )
+
+// AvoidSequentialScans makes PostgreSQL read the outbox by its indexes for
+// the rest of tx, a transaction: reads of the backlog then cost what the
+// backlog holds, whatever the table's statistics say. Not for OutboxSize,
+// which reads every row.
+func AvoidSequentialScans(ctx context.Context, tx DB) error {
+	if _, err := tx.Exec(ctx, sqlAvoidSeqScans); err != nil {
+		return fmt.Errorf("set enable_seqscan: %w", err)
+	}
+	return nil
+}
 
 // OutboxSize returns how many events the outbox holds, delivered or not.
 func OutboxSize(ctx context.Context, db DB) (int64, error) {
