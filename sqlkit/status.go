@@ -92,11 +92,21 @@ func SnapshotNow(ctx context.Context, db DB) (string, error) {
 // committed in snapshot (from SnapshotNow): zero once everything committed
 // by then is delivered, whatever was committed since.
 func BacklogBefore(ctx context.Context, db DB, name, snapshot string) (int64, error) {
-	c, err := LoadCursor(ctx, db, name)
+	// By index, as relay.ReadStatusWith reads the backlog: relay run
+	// --drain asks after every batch.
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("count the backlog before a snapshot: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if err := AvoidSequentialScans(ctx, tx); err != nil {
+		return 0, err
+	}
+	c, err := LoadCursor(ctx, tx, name)
 	if err != nil {
 		return 0, err
 	}
-	tables, err := backlogByTable(ctx, db, c, &snapshot)
+	tables, err := backlogByTable(ctx, tx, c, &snapshot)
 	if err != nil {
 		return 0, err
 	}
