@@ -113,15 +113,16 @@ func (c Config) validate() error {
 	for _, s := range strings.Split(c.URL, ",") {
 		u, err := url.Parse(strings.TrimSpace(s))
 		if err != nil {
-			return fmt.Errorf("nats handler: Config.URL: %w", err)
+			// Not the parse error: it quotes the URL, password included.
+			return fmt.Errorf("nats handler: Config.URL %q is not a URL", relay.RedactURL(s))
 		}
 		switch u.Scheme {
 		case "nats", "tls", "ws", "wss":
 		default:
-			return fmt.Errorf("nats handler: Config.URL %q is not a nats://, tls://, ws:// or wss:// URL", redactURL(u))
+			return fmt.Errorf("nats handler: Config.URL %q is not a nats://, tls://, ws:// or wss:// URL", u.Redacted())
 		}
 		if u.Host == "" {
-			return fmt.Errorf("nats handler: Config.URL %q has no host", redactURL(u))
+			return fmt.Errorf("nats handler: Config.URL %q has no host", u.Redacted())
 		}
 	}
 	if c.Stream != "" && strings.ContainsAny(c.Stream, " \t\r\n.*>/\\") {
@@ -144,9 +145,6 @@ func (c Config) validate() error {
 	return nil
 }
 
-// redactURL returns u as text with any password hidden.
-func redactURL(u *url.URL) string { return u.Redacted() }
-
 // ConfigFromURL reads a Config from a sink URL as the command line gives
 // it, nats://host:4222?stream=NAME. The query may set
 //
@@ -161,7 +159,7 @@ func redactURL(u *url.URL) string { return u.Redacted() }
 func ConfigFromURL(raw string) (Config, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return Config{}, fmt.Errorf("nats handler: sink URL: %w", err)
+		return Config{}, fmt.Errorf("nats handler: sink URL %q is not a URL", relay.RedactURL(raw))
 	}
 	q := u.Query()
 	u.RawQuery = ""
@@ -197,9 +195,7 @@ func ConfigFromURL(raw string) (Config, error) {
 func redactList(list string) string {
 	parts := strings.Split(list, ",")
 	for i, s := range parts {
-		if u, err := url.Parse(strings.TrimSpace(s)); err == nil {
-			parts[i] = u.Redacted()
-		}
+		parts[i] = relay.RedactURL(strings.TrimSpace(s))
 	}
 	return strings.Join(parts, ",")
 }

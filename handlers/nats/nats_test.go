@@ -187,6 +187,7 @@ func TestConfigValidation(t *testing.T) {
 		{natssink.Config{URL: "nats://"}, "has no host"},
 		{natssink.Config{URL: "nats://a:4222,http://b"}, `"http://b"`},
 		{natssink.Config{URL: "nats://u:secret@a:4222,http://b"}, "Config.URL"},
+		{natssink.Config{URL: "nats://u:secret@a:4222,nats://u:secret@b:%zz"}, "is not a URL"},
 		{natssink.Config{URL: "nats://a", Stream: "a.b"}, `Config.Stream "a.b"`},
 		{natssink.Config{URL: "nats://a", Subjects: []string{"a..b"}}, `Config.Subjects: "a..b"`},
 		{natssink.Config{URL: "nats://a", Subjects: []string{">.a"}}, `Config.Subjects: ">.a"`},
@@ -232,8 +233,10 @@ func TestConfigFromURL(t *testing.T) {
 		"nats://host?stream=a.b":        "Config.Stream",
 		"http://host:4222?stream=X":     "Config.URL",
 		"nats://host?duplicate_window=": "duplicate_window",
+		"nats://u:secret@host:%zz":      "is not a URL",
 	} {
 		_, err := natssink.ConfigFromURL(raw)
 		require.ErrorContains(t, err, want, raw)
+		require.NotContains(t, err.Error(), "secret", raw)
 	}
 }
