@@ -200,11 +200,9 @@ func TestConfirmTimeout(t *testing.T) {
 	require.NoError(t, ch.QueueBind(queue, "#", exchange, false, nil))
 
 	require.NoError(t, n.ctl("set_vm_memory_high_watermark", "0"))
-	start := time.Now()
 	err = h.OnEvents(ctx, events(1, 10))
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	require.Contains(t, err.Error(), "not confirmed within")
-	require.GreaterOrEqual(t, time.Since(start), timeout)
 
 	require.NoError(t, n.ctl("set_vm_memory_high_watermark", "0.4"))
 	var lastErr error
