@@ -58,18 +58,6 @@ func value(t *testing.T, reg *prometheus.Registry, name string, labels map[strin
 	return 0
 }
 
-// waitFor polls cond (a scrape, a probe) until it holds.
-func waitFor(t *testing.T, ctx context.Context, what string, cond func() bool) {
-	t.Helper()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s", what)
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-}
-
 // refuseKey refuses, permanently, the events whose key is "13".
 type refuseKey struct{ relay.BaseHandler }
 
@@ -116,7 +104,7 @@ func TestMetricsAfterKnownWork(t *testing.T) {
 	delivered := func() float64 {
 		return value(t, reg, "pgrelay_events_delivered_total", map[string]string{"schema": "public", "table": "items", "action": "insert"})
 	}
-	waitFor(t, ctx, "20 events delivered", func() bool { return delivered() == 19 && value(t, reg, "pgrelay_events_parked_total", nil) == 1 })
+	testenv.WaitFor(t, ctx, "20 events delivered", func() bool { return delivered() == 19 && value(t, reg, "pgrelay_events_parked_total", nil) == 1 })
 	require.EqualValues(t, 1, value(t, reg, "pgrelay_leader", nil))
 	require.EqualValues(t, 0, value(t, reg, "pgrelay_polling", nil))
 	require.GreaterOrEqual(t, value(t, reg, "pgrelay_batches_total", nil), 1.0)
@@ -126,14 +114,14 @@ func TestMetricsAfterKnownWork(t *testing.T) {
 	_, err = pool.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
 		WHERE datname = current_database() AND application_name LIKE 'pgrelay %'`)
 	require.NoError(t, err)
-	waitFor(t, ctx, "a reconnect", func() bool {
+	testenv.WaitFor(t, ctx, "a reconnect", func() bool {
 		return value(t, reg, "pgrelay_reconnects_total", map[string]string{"reason": "database"})+
 			value(t, reg, "pgrelay_reconnects_total", map[string]string{"reason": "watchdog"}) >= 1 &&
 			value(t, reg, "pgrelay_leader", nil) == 1
 	})
 	_, err = pool.Exec(ctx, `INSERT INTO items VALUES (100)`)
 	require.NoError(t, err)
-	waitFor(t, ctx, "delivery after the reconnect", func() bool { return delivered() == 20 })
+	testenv.WaitFor(t, ctx, "delivery after the reconnect", func() bool { return delivered() == 20 })
 }
 
 // TestBacklogGauges: RunBacklog reports what is undelivered.
@@ -151,7 +139,7 @@ func TestBacklogGauges(t *testing.T) {
 	bctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { m.RunBacklog(bctx, pool, 20*time.Millisecond); close(done) }()
-	waitFor(t, ctx, "the backlog gauge", func() bool { return value(t, reg, "pgrelay_backlog_events", nil) == 7 })
+	testenv.WaitFor(t, ctx, "the backlog gauge", func() bool { return value(t, reg, "pgrelay_backlog_events", nil) == 7 })
 	require.GreaterOrEqual(t, value(t, reg, "pgrelay_oldest_pending_age_seconds", nil), 60.0)
 	require.EqualValues(t, 7, seen.Load())
 	cancel()
@@ -204,25 +192,25 @@ func TestReadyzFollowsDatabaseAndRedis(t *testing.T) {
 	require.NoError(t, r.Start(ctx))
 	defer r.Close(context.Background()) //nolint:errcheck
 	ready := func() bool { code, _ := probe(t, srv, "/readyz"); return code == http.StatusOK }
-	waitFor(t, ctx, "ready", ready)
+	testenv.WaitFor(t, ctx, "ready", ready)
 	code, _ = probe(t, srv, "/healthz")
 	require.Equal(t, http.StatusOK, code)
 
 	pgProxy.Freeze()
-	waitFor(t, ctx, "not ready without PostgreSQL", func() bool { return !ready() })
+	testenv.WaitFor(t, ctx, "not ready without PostgreSQL", func() bool { return !ready() })
 	_, body = probe(t, srv, "/readyz")
 	require.Contains(t, body, "database unreachable")
 	pgProxy.Thaw()
-	waitFor(t, ctx, "ready again", ready)
+	testenv.WaitFor(t, ctx, "ready again", ready)
 
 	redisProxy.Freeze()
 	_, err = pool.Exec(ctx, `INSERT INTO items VALUES (1)`)
 	require.NoError(t, err)
-	waitFor(t, ctx, "not ready without Redis", func() bool { return !ready() })
+	testenv.WaitFor(t, ctx, "not ready without Redis", func() bool { return !ready() })
 	_, body = probe(t, srv, "/readyz")
 	require.Contains(t, body, "sink *redis.Handler failing")
 	redisProxy.Thaw()
-	waitFor(t, ctx, "ready again", ready)
+	testenv.WaitFor(t, ctx, "ready again", ready)
 
 	require.NoError(t, r.Close(ctx))
 	code, _ = probe(t, srv, "/healthz")

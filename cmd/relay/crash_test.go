@@ -150,7 +150,24 @@ func TestCLIRunToEverySinkSurvivesSIGKILL(t *testing.T) {
 	require.Len(t, want, 12000)
 
 	var hook sinkLog
-	srv := webhookReceiver(t, func(raw json.RawMessage) { hook.add(t, raw) })
+	// The webhook holds the first relay once 2,000 events are in, so that
+	// it is killed mid-drain for certain; the second goes through.
+	held, release := make(chan struct{}), make(chan struct{})
+	var hold sync.Once
+	srv := webhookReceiver(t, func(raw json.RawMessage) {
+		hook.add(t, raw)
+		if hook.distinct() < 2000 {
+			return
+		}
+		select {
+		case <-release:
+		default:
+			hold.Do(func() { close(held) })
+			<-release
+		}
+	})
+	releaseOnce := sync.OnceFunc(func() { close(release) })
+	defer releaseOnce() // before the server's cleanup, which waits for its handlers
 
 	ch, exchange, queue := rabbitQueue(t)
 	var rabbit sinkLog
@@ -175,13 +192,18 @@ func TestCLIRunToEverySinkSurvivesSIGKILL(t *testing.T) {
 		"--sse-addr", sseAddr}
 	var out1, out2 bytes.Buffer
 	first := startRelayProcess(t, &out1, args...)
-	waitUntil(t, ctx, "the first relay delivered some events", func() bool { return hook.distinct() >= 2000 })
+	select {
+	case <-held:
+	case <-ctx.Done():
+		t.Fatal("the first relay did not deliver 2,000 events")
+	}
 	require.NoError(t, first.Process.Signal(syscall.SIGKILL))
 	_ = first.Wait()
+	releaseOnce()
 	require.Less(t, hook.distinct(), len(want), "killed mid-drain")
 
 	second := startRelayProcess(t, &out2, args...)
-	waitUntil(t, ctx, "the second relay delivered the rest", func() bool {
+	testenv.WaitFor(t, ctx, "the second relay delivered the rest", func() bool {
 		return hook.distinct() == len(want) && rabbit.distinct() == len(want)
 	})
 	info, err := js.StreamInfo(stream)
@@ -239,19 +261,4 @@ func readSSE(t *testing.T, ctx context.Context, url string, n int) *sinkLog {
 	require.NoError(t, sc.Err())
 	require.Len(t, got.events, n)
 	return &got
-}
-
-// waitUntil polls cond every 20 ms until it holds, or fails the test when
-// ctx ends.
-func waitUntil(t *testing.T, ctx context.Context, what string, cond func() bool) {
-	t.Helper()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%s: %v", what, ctx.Err())
-		case <-tick.C:
-		}
-	}
 }

@@ -75,7 +75,7 @@ func itemsDatabase(t *testing.T, total int) (string, sqlkit.DB) {
 // delivered.
 func waitDrained(t *testing.T, ctx context.Context, db sqlkit.DB) {
 	t.Helper()
-	waitFor(t, ctx, "the relay to deliver the whole backlog", func() bool {
+	testenv.WaitFor(t, ctx, "the relay to deliver the whole backlog", func() bool {
 		cur, err := sqlkit.LoadCursor(ctx, db, relay.DefaultName)
 		if err != nil {
 			return false
@@ -118,7 +118,7 @@ func TestRelayKilledMidDrain(t *testing.T) {
 	}
 
 	first := start()
-	waitFor(t, ctx, "a fifth of the backlog in the stream", func() bool {
+	testenv.WaitFor(t, ctx, "a fifth of the backlog in the stream", func() bool {
 		return count(ctx, js, cfg.Stream) >= total/5
 	})
 	require.NoError(t, first.Process.Signal(syscall.SIGKILL))

@@ -151,20 +151,6 @@ func idsBySubject(msgs []stored) map[string][]int64 {
 	return out
 }
 
-// waitFor polls cond until it holds, failing the test when ctx ends.
-func waitFor(t testing.TB, ctx context.Context, what string, cond func() bool) {
-	t.Helper()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
-}
-
 // natsServer is a throw-away nats-server with JetStream, for tests that
 // stop the broker.
 type natsServer struct {
@@ -201,7 +187,7 @@ func (s *natsServer) start() {
 	require.NoError(s.t, s.cmd.Start())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	waitFor(s.t, ctx, "nats-server to accept JetStream requests", func() bool {
+	testenv.WaitFor(s.t, ctx, "nats-server to accept JetStream requests", func() bool {
 		nc, err := natsgo.Connect(s.url(), natsgo.Timeout(200*time.Millisecond))
 		if err != nil {
 			return false

@@ -161,11 +161,11 @@ func TestBrokerRestart(t *testing.T) {
 	}()
 
 	js := jetStream(t, srv.url())
-	waitFor(t, ctx, "part of the batch stored", func() bool {
+	testenv.WaitFor(t, ctx, "part of the batch stored", func() bool {
 		return streamCount(t, ctx, js, cfg.Stream) > 5000
 	})
 	srv.kill()
-	waitFor(t, ctx, "the handler to fail", func() bool { return failures.Load() > 0 })
+	testenv.WaitFor(t, ctx, "the handler to fail", func() bool { return failures.Load() > 0 })
 	srv.start()
 	require.NoError(t, <-done)
 	t.Logf("broker restart: %d attempts of the batch, %d failed", attempts.Load(), failures.Load())

@@ -178,3 +178,19 @@ func WaitForLockWait(t testing.TB, ctx context.Context, db interface {
 		}
 	}
 }
+
+// WaitFor checks cond every few milliseconds until it holds, and fails the
+// test when ctx (testenv.Context's, say) ends first. For outcomes that have
+// no signal to wait on: state kept by another process or server.
+func WaitFor(t testing.TB, ctx context.Context, what string, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
