@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/pgrelay/pgrelay/relay"
@@ -72,30 +73,31 @@ func New(cfg Config) *Metrics {
 		cfg.Registry.MustRegister(collectors.NewGoCollector(),
 			collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
-	f := promauto{reg: cfg.Registry}
+	f := promauto.With(cfg.Registry)
 	m := &Metrics{
 		cfg: cfg,
-		delivered: f.counterVec("pgrelay_events_delivered_total",
-			"Events every handler accepted, by table and action (custom events: schema \"\", table their channel).",
-			"schema", "table", "action"),
-		parked: f.counter("pgrelay_events_parked_total",
-			"Events a handler refused permanently, set aside in cdc.failed_event."),
-		batches: f.counter("pgrelay_batches_total", "Batches delivered and recorded."),
-		batchTime: f.histogram("pgrelay_batch_duration_seconds",
-			"Time to read a batch, hand it to every handler and record it as delivered.",
-			prometheus.ExponentialBuckets(0.0005, 2, 14)),
-		lag: f.histogram("pgrelay_delivery_lag_seconds",
-			"Time from a row's change (its transaction's clock) to every handler having accepted its event.",
-			prometheus.ExponentialBuckets(0.001, 2, 16)),
-		backlog: f.gauge("pgrelay_backlog_events",
-			"Undelivered events of this relay name, refreshed every watchdog interval."),
-		oldestAge: f.gauge("pgrelay_oldest_pending_age_seconds",
-			"Age of the oldest undelivered event (0: none), refreshed every watchdog interval."),
-		reconnects: f.counterVec("pgrelay_reconnects_total",
-			"Sessions that ended and reconnected, by reason: database, watchdog, handler, lease_lost.", "reason"),
-		leader: f.gauge("pgrelay_leader", "1 while this relay delivers for its name, 0 while it stands by."),
-		polling: f.gauge("pgrelay_polling",
-			"1 while notifications cannot reach the relay and it polls the outbox, 0 otherwise."),
+		delivered: f.NewCounterVec(prometheus.CounterOpts{Name: "pgrelay_events_delivered_total",
+			Help: "Events every handler accepted, by table and action (custom events: schema \"\", table their channel)."},
+			[]string{"schema", "table", "action"}),
+		parked: f.NewCounter(prometheus.CounterOpts{Name: "pgrelay_events_parked_total",
+			Help: "Events a handler refused permanently, set aside in cdc.failed_event."}),
+		batches: f.NewCounter(prometheus.CounterOpts{Name: "pgrelay_batches_total", Help: "Batches delivered and recorded."}),
+		batchTime: f.NewHistogram(prometheus.HistogramOpts{Name: "pgrelay_batch_duration_seconds",
+			Help:    "Time to read a batch, hand it to every handler and record it as delivered.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+		lag: f.NewHistogram(prometheus.HistogramOpts{Name: "pgrelay_delivery_lag_seconds",
+			Help:    "Time from a row's change (its transaction's clock) to every handler having accepted its event.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}),
+		backlog: f.NewGauge(prometheus.GaugeOpts{Name: "pgrelay_backlog_events",
+			Help: "Undelivered events of this relay name, refreshed every watchdog interval."}),
+		oldestAge: f.NewGauge(prometheus.GaugeOpts{Name: "pgrelay_oldest_pending_age_seconds",
+			Help: "Age of the oldest undelivered event (0: none), refreshed every watchdog interval."}),
+		reconnects: f.NewCounterVec(prometheus.CounterOpts{Name: "pgrelay_reconnects_total",
+			Help: "Sessions that ended and reconnected, by reason: database, watchdog, handler, lease_lost."}, []string{"reason"}),
+		leader: f.NewGauge(prometheus.GaugeOpts{Name: "pgrelay_leader",
+			Help: "1 while this relay delivers for its name, 0 while it stands by."}),
+		polling: f.NewGauge(prometheus.GaugeOpts{Name: "pgrelay_polling",
+			Help: "1 while notifications cannot reach the relay and it polls the outbox, 0 otherwise."}),
 	}
 	m.health.init()
 	return m
@@ -154,11 +156,7 @@ func labelTable(e *relay.Event) string {
 // SetBacklog records the backlog figures of a relay.Status.
 func (m *Metrics) SetBacklog(st relay.Status) {
 	m.backlog.Set(float64(st.Pending))
-	age := 0.0
-	if st.OldestPending != nil {
-		age = st.OldestPendingAge
-	}
-	m.oldestAge.Set(age)
+	m.oldestAge.Set(st.OldestPendingAge) // 0 when nothing is pending
 }
 
 // Handler serves /metrics, /healthz and /readyz.
@@ -168,31 +166,4 @@ func (m *Metrics) Handler() http.Handler {
 	mux.HandleFunc("GET /healthz", m.health.serveHealthz)
 	mux.HandleFunc("GET /readyz", m.health.serveReadyz)
 	return mux
-}
-
-// promauto registers collectors as it makes them.
-type promauto struct{ reg *prometheus.Registry }
-
-func (f promauto) counter(name, help string) prometheus.Counter {
-	c := prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
-	f.reg.MustRegister(c)
-	return c
-}
-
-func (f promauto) counterVec(name, help string, labels ...string) *prometheus.CounterVec {
-	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
-	f.reg.MustRegister(c)
-	return c
-}
-
-func (f promauto) gauge(name, help string) prometheus.Gauge {
-	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
-	f.reg.MustRegister(g)
-	return g
-}
-
-func (f promauto) histogram(name, help string, buckets []float64) prometheus.Histogram {
-	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets})
-	f.reg.MustRegister(h)
-	return h
 }
