@@ -190,13 +190,6 @@ func (h *Handler) replay(ctx context.Context, c *client, from int64, write func(
 		_ = flush()
 		return 0, errResume
 	}
-	var tables, actions []string
-	if len(c.tables) > 0 {
-		tables = c.tables
-	}
-	if len(c.actions) > 0 {
-		actions = c.actions
-	}
 	last := from
 	for {
 		// Live messages already queued are in the log too (they are
@@ -207,7 +200,7 @@ SELECT position, schema_name, table_name, action, event FROM cdc.sse_log
 WHERE position > $1
 	AND ($2::text[] IS NULL OR schema_name || '.' || table_name = ANY ($2))
 	AND ($3::text[] IS NULL OR action = ANY ($3))
-ORDER BY position LIMIT $4`, last, tables, actions, pageSize)
+ORDER BY position LIMIT $4`, last, c.tables, c.actions, pageSize)
 		if err != nil {
 			return 0, err
 		}

@@ -51,10 +51,12 @@ type Handler struct {
 
 // message is one event ready to send.
 type message struct {
-	position      int64
-	schema, table string
-	action        string
-	frame         []byte
+	position int64
+	// table is "<schema>.<table>", as clients' ?table= name it: made
+	// once, not for every client a message is offered to.
+	table  string
+	action string
+	frame  []byte
 }
 
 type client struct {
@@ -240,11 +242,11 @@ func newMessage(pos int64, schema, table, action, body string) *message {
 		f = append(f, '\n')
 	}
 	f = append(f, '\n')
-	return &message{position: pos, schema: schema, table: table, action: action, frame: f}
+	return &message{position: pos, table: schema + "." + table, action: action, frame: f}
 }
 
 func (c *client) wants(m *message) bool {
-	if len(c.tables) > 0 && !slices.Contains(c.tables, m.schema+"."+m.table) {
+	if len(c.tables) > 0 && !slices.Contains(c.tables, m.table) {
 		return false
 	}
 	return len(c.actions) == 0 || slices.Contains(c.actions, m.action)
