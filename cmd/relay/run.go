@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -95,10 +96,8 @@ func sinks(c *cli.Context, rdb redis.UniversalClient, redisURL string, others []
 	}
 	hs = append(hs, others...)
 	switch {
-	case len(hs) == 0:
+	case len(hs) == 0 || c.Bool("log-events"):
 		// Without a sink the log is the sink: every event at info.
-		return append(hs, &handlers.Log{Logger: logger, Data: true}), nil
-	case c.Bool("log-events"):
 		return append(hs, &handlers.Log{Logger: logger, Data: true}), nil
 	case logger.Enabled(c.Context, slog.LevelDebug):
 		return append(hs, &handlers.Log{Logger: logger, Level: slog.LevelDebug, Data: true}), nil
@@ -230,7 +229,7 @@ func runRelay(c *cli.Context) error {
 	err = r.Run(runCtx)
 	stopBg()
 	if c.Bool("drain") {
-		if err == nil && !drained.done() {
+		if err == nil && !drained.finished.Load() {
 			return errors.New("stopped before everything committed before the start was delivered")
 		}
 		if err == nil {
@@ -284,8 +283,7 @@ func logStart(c *cli.Context, logger *slog.Logger, hs []relay.EventHandler, cfg 
 // all been delivered.
 type drainState struct {
 	snapshot string
-	mu       sync.Mutex
-	finished bool
+	finished atomic.Bool
 }
 
 func (d *drainState) start(ctx context.Context, db sqlkit.DB) error {
@@ -305,9 +303,7 @@ func (d *drainState) watch(ctx context.Context, db sqlkit.DB, name string, batch
 	for {
 		n, err := sqlkit.BacklogBefore(ctx, db, name, d.snapshot)
 		if err == nil && n == 0 {
-			d.mu.Lock()
-			d.finished = true
-			d.mu.Unlock()
+			d.finished.Store(true)
 			finish()
 			return
 		}
@@ -318,10 +314,4 @@ func (d *drainState) watch(ctx context.Context, db sqlkit.DB, name string, batch
 		case <-t.C:
 		}
 	}
-}
-
-func (d *drainState) done() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.finished
 }

@@ -11,7 +11,8 @@ import (
 )
 
 // TestCLIRunDrain: run --drain delivers everything committed before it
-// started, then exits 0, with the metrics served meanwhile.
+// started, then exits 0; with --metrics-addr, so that the metrics' backlog
+// reader runs alongside (what it serves is metrics' own tests' concern).
 func TestCLIRunDrain(t *testing.T) {
 	ctx := testenv.Context(t)
 	dbURL := testenv.NewDatabase(t)

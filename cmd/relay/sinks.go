@@ -36,50 +36,48 @@ func otherSinks(c *cli.Context) (sinks []relay.EventHandler, redisURLs []string,
 		if err != nil || u.Scheme == "" {
 			return nil, nil, fmt.Errorf("invalid --sink %s: want a URL such as nats://127.0.0.1:4222", relay.RedactURL(raw))
 		}
-		var h relay.EventHandler
-		switch u.Scheme {
-		case "redis", "rediss":
+		if u.Scheme == "redis" || u.Scheme == "rediss" {
 			redisURLs = append(redisURLs, raw)
 			continue
-		case "nats", "tls":
-			cfg, err := natssink.ConfigFromURL(raw)
-			if err != nil {
-				return nil, nil, fmt.Errorf("invalid --sink %s: %w", relay.RedactURL(raw), err)
-			}
-			if c.IsSet("nats-stream") || !u.Query().Has("stream") {
-				cfg.Stream = c.String("nats-stream")
-			}
-			h, err = natssink.New(cfg)
-			if err != nil {
-				return nil, nil, err
-			}
-		case "amqp", "amqps":
-			cfg, err := amqpsink.ConfigFromURL(raw)
-			if err != nil {
-				return nil, nil, fmt.Errorf("invalid --sink %s: %w", relay.RedactURL(raw), err)
-			}
-			if c.IsSet("amqp-exchange") || !u.Query().Has("exchange") {
-				cfg.Exchange = c.String("amqp-exchange")
-			}
-			h, err = amqpsink.New(cfg)
-			if err != nil {
-				return nil, nil, err
-			}
-		case "http", "https":
-			cfg, err := webhook.ConfigFromURL(raw)
-			if err != nil {
-				return nil, nil, fmt.Errorf("invalid --sink %s: %w", relay.RedactURL(raw), err)
-			}
-			cfg.BatchSize, cfg.Secret = c.Int("webhook-batch"), c.String("webhook-secret")
-			h, err = webhook.New(cfg)
-			if err != nil {
-				return nil, nil, err
-			}
-		default:
-			return nil, nil, fmt.Errorf("invalid --sink %s: unknown scheme %q (redis, rediss, nats, amqp, amqps, http, https)",
-				relay.RedactURL(raw), u.Scheme)
+		}
+		h, err := sinkOf(c, u.Scheme, raw)
+		if err != nil {
+			return nil, nil, fmt.Errorf("invalid --sink %s: %w", relay.RedactURL(raw), err)
 		}
 		sinks = append(sinks, h)
 	}
 	return sinks, redisURLs, nil
+}
+
+// sinkOf builds the sink of URL raw, whose scheme is scheme, with the
+// flags that apply to it: a flag given overrides the URL's parameter.
+func sinkOf(c *cli.Context, scheme, raw string) (relay.EventHandler, error) {
+	switch scheme {
+	case "nats", "tls", "ws", "wss":
+		cfg, err := natssink.ConfigFromURL(raw)
+		if err != nil {
+			return nil, err
+		}
+		if c.IsSet("nats-stream") {
+			cfg.Stream = c.String("nats-stream")
+		}
+		return natssink.New(cfg)
+	case "amqp", "amqps":
+		cfg, err := amqpsink.ConfigFromURL(raw)
+		if err != nil {
+			return nil, err
+		}
+		if c.IsSet("amqp-exchange") {
+			cfg.Exchange = c.String("amqp-exchange")
+		}
+		return amqpsink.New(cfg)
+	case "http", "https":
+		cfg, err := webhook.ConfigFromURL(raw)
+		if err != nil {
+			return nil, err
+		}
+		cfg.BatchSize, cfg.Secret = c.Int("webhook-batch"), c.String("webhook-secret")
+		return webhook.New(cfg)
+	}
+	return nil, fmt.Errorf("unknown scheme %q (redis, rediss, nats, tls, ws, wss, amqp, amqps, http, https)", scheme)
 }

@@ -46,7 +46,7 @@ func (e errLagging) Error() string {
 	return fmt.Sprintf("the oldest undelivered event is %s old, more than --max-lag %s", e.age, e.max)
 }
 
-// ExitCode makes urfave/cli exit with status 2.
+// ExitCode is the status main exits with: 2, which scripts tell from a failure (1).
 func (e errLagging) ExitCode() int { return 2 }
 
 func statusCommand() *cli.Command {
