@@ -315,8 +315,7 @@ check_vet() {
 check_quickstart_isolated() {
 	section "quick start in a network namespace (nothing listening)"
 	is_root || { note "skipped: a network namespace needs root"; return 0; }
-	command -v ip >/dev/null ||
-		{ apt-get install -y -qq iproute2 || { apt-get update -qq && apt-get install -y -qq iproute2; }; } >/dev/null 2>&1 ||
+	command -v ip >/dev/null || try_apt_install iproute2 ||
 		{ note "skipped: ip (iproute2) is not installed and could not be"; return 0; }
 	local name=pgrelay-qs-$$
 	ip netns add "$name" 2>/dev/null || { note "skipped: ip netns add was refused"; return 0; }
@@ -388,14 +387,7 @@ run_go_tests() {
 # want_pgbouncer installs PgBouncer when it is missing and we may: the
 # connection-pooler test runs through a real one, and is skipped without it.
 want_pgbouncer() {
-	command -v pgbouncer >/dev/null 2>&1 && return 0
-	if is_root; then
-		apt-get install -y -qq pgbouncer >/dev/null 2>&1 ||
-			{ apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq pgbouncer >/dev/null 2>&1; } ||
-			note "could not install pgbouncer: the connection-pooler test will be skipped"
-	else
-		note "pgbouncer is not installed: the connection-pooler test will be skipped"
-	fi
+	want_package pgbouncer pgbouncer "the connection-pooler test"
 }
 
 # need_pgbench makes sure pgbench runs: relay/TestRelayMirrorsTPCB drives
@@ -413,13 +405,17 @@ need_pgbench() {
 # the SSE page's test drives a real headless browser, and is skipped
 # without one.
 want_chromium() {
-	command -v chromium >/dev/null 2>&1 && return 0
+	want_package chromium chromium "the browser test"
+}
+
+# want_package installs Debian package $2 when command $1 is missing and
+# we may, or says that test $3, which needs it, will be skipped.
+want_package() {
+	command -v "$1" >/dev/null 2>&1 && return 0
 	if is_root; then
-		apt-get install -y -qq chromium >/dev/null 2>&1 ||
-			{ apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; } ||
-			note "could not install chromium: the browser test will be skipped"
+		try_apt_install "$2" || note "could not install $2: $3 will be skipped"
 	else
-		note "chromium is not installed: the browser test will be skipped"
+		note "$2 is not installed: $3 will be skipped"
 	fi
 }
 

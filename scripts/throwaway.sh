@@ -50,6 +50,14 @@ apt_install() {
 		die "apt-get install $* failed"
 }
 
+# try_apt_install is apt_install for what a run can do without: it
+# installs Debian package(s) when root and says nothing, or fails quietly.
+try_apt_install() {
+	is_root && command -v apt-get >/dev/null || return 1
+	export DEBIAN_FRONTEND=noninteractive
+	{ apt-get install -y -qq "$@" || { apt-get update -qq && apt-get install -y -qq "$@"; }; } >/dev/null 2>&1
+}
+
 # need_command makes sure command $1 exists, installing Debian package $2.
 need_command() {
 	command -v "$1" >/dev/null || apt_install "$2"
