@@ -213,9 +213,17 @@ func (h *Handler) OnEvents(ctx context.Context, events []relay.Event) error {
 	// before any of it is sent.
 	subs := make([]string, len(events))
 	size := 0
+	// A batch's events have few subjects (one per table): each is checked
+	// once, not once per event (the checks split it into tokens).
+	checked := map[string]bool{}
 	for i := range events {
 		e := &events[i]
 		sub := h.cfg.Subject(e)
+		subs[i] = sub
+		size += 160 + len(e.Data) + len(e.Changes) + len(e.Key)
+		if checked[sub] {
+			continue
+		}
 		if !validSubject(sub, false) {
 			return relay.Permanent(fmt.Errorf("nats handler: event %d: %q is not a NATS subject", e.ID, sub))
 		}
@@ -223,8 +231,7 @@ func (h *Handler) OnEvents(ctx context.Context, events []relay.Event) error {
 			return relay.Permanent(fmt.Errorf("nats handler: event %d: subject %q is not among stream %s's subjects %v (add it to Config.Subjects)",
 				e.ID, sub, h.cfg.Stream, subjects))
 		}
-		subs[i] = sub
-		size += 160 + len(e.Data) + len(e.Changes) + len(e.Key)
+		checked[sub] = true
 	}
 
 	// One buffer for the batch's payloads, not reused: a message may be
