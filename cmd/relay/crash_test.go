@@ -22,6 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgrelay/pgrelay/internal/testenv"
+	"github.com/pgrelay/pgrelay/route"
 )
 
 // relayChildEnv, when set, makes the test binary run main with its
@@ -186,7 +187,7 @@ func TestCLIRunToEverySinkSurvivesSIGKILL(t *testing.T) {
 	require.NoError(t, ln.Close())
 
 	args := []string{"--database-url", dbURL, "--log-level", "warn", "run", "--batch-size", "200",
-		"--sink", "nats://127.0.0.1:4222?stream=" + stream + "&subject=public.*.cdc_events",
+		"--sink", "nats://127.0.0.1:4222?stream=" + stream + "&subject=" + route.Channel(route.DefaultSchema, "*"),
 		"--sink", "amqp://guest:guest@127.0.0.1:5672/?exchange=" + exchange,
 		"--sink", srv.URL + "/hook", "--webhook-batch", "50",
 		"--sse-addr", sseAddr}
@@ -211,7 +212,7 @@ func TestCLIRunToEverySinkSurvivesSIGKILL(t *testing.T) {
 	require.EqualValues(t, len(want), info.State.Msgs, "JetStream holds each event once")
 
 	var jet sinkLog
-	sub, err := js.SubscribeSync("public.*.cdc_events", natsgo.BindStream(stream), natsgo.OrderedConsumer())
+	sub, err := js.SubscribeSync(route.Channel(route.DefaultSchema, "*"), natsgo.BindStream(stream), natsgo.OrderedConsumer())
 	require.NoError(t, err)
 	for range want {
 		m, err := sub.NextMsg(10 * time.Second)

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgrelay/pgrelay/internal/testenv"
+	"github.com/pgrelay/pgrelay/route"
 )
 
 // TestCLIRunToEverySink: relay run --drain with NATS, RabbitMQ and a
@@ -44,7 +45,7 @@ func TestCLIRunToEverySink(t *testing.T) {
 	// A stream for this table's subject only: the shared server may hold
 	// other streams.
 	js, stream := jetStream(t)
-	subject := "public." + table + ".cdc_events"
+	subject := route.Channel(route.DefaultSchema, table)
 
 	_, _, err = runCLI(ctx, "--database-url", dbURL, "run", "--drain",
 		"--sink", "nats://127.0.0.1:4222?stream="+stream+"&subject="+subject,
