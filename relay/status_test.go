@@ -21,11 +21,6 @@ func TestReadStatusWithoutRetainedReadsOnlyTheBacklog(t *testing.T) {
 	t.Parallel()
 	ctx := testenv.Context(t)
 	f := newFixture(t)
-	var version int
-	require.NoError(t, f.pool.QueryRow(ctx, `SELECT current_setting('server_version_num')::int`).Scan(&version))
-	if version < 150000 {
-		t.Skip("reading a backend's table counters at once needs PostgreSQL 15 (pg_stat_force_next_flush)")
-	}
 	f.exec(t, `DO $$ BEGIN FOR i IN 1..3000 LOOP INSERT INTO items VALUES (i, 'x'); END LOOP; END $$`)
 	c := newCollector()
 	r := f.startRelay(t, relay.Config{}, c)
@@ -60,18 +55,8 @@ func TestReadStatusWithoutRetainedReadsOnlyTheBacklog(t *testing.T) {
 // cdc.outbox rows sequential and index scans read meanwhile.
 func readStatusCounting(t *testing.T, ctx context.Context, conn *pgx.Conn, opts relay.StatusOptions) (relay.Status, int64) {
 	t.Helper()
-	reads := func() int64 {
-		_, err := conn.Exec(ctx, `SELECT pg_stat_force_next_flush()`)
-		require.NoError(t, err)
-		var n int64
-		require.NoError(t, conn.QueryRow(ctx, `SELECT pg_stat_clear_snapshot()::text || ''`).Scan(new(string)))
-		require.NoError(t, conn.QueryRow(ctx, `
-			SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)
-			FROM pg_stat_user_tables WHERE schemaname = 'cdc' AND relname = 'outbox'`).Scan(&n))
-		return n
-	}
-	before := reads()
+	before := testenv.OutboxRowReads(t, ctx, conn)
 	st, err := relay.ReadStatusWith(ctx, conn, "", opts)
 	require.NoError(t, err)
-	return st, reads() - before
+	return st, testenv.OutboxRowReads(t, ctx, conn) - before
 }

@@ -1,12 +1,11 @@
 package sqlkit_test
 
 import (
-	"context"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pgrelay/pgrelay/internal/testenv"
 	"github.com/pgrelay/pgrelay/sqlkit"
 )
 
@@ -20,11 +19,6 @@ import (
 func TestFetchAfterAnalyzeOfEmptyOutbox(t *testing.T) {
 	t.Parallel()
 	ctx, pool := setup(t, `CREATE TABLE notes (id bigserial PRIMARY KEY, v int)`)
-	var version int
-	require.NoError(t, pool.QueryRow(ctx, `SELECT current_setting('server_version_num')::int`).Scan(&version))
-	if version < 150000 {
-		t.Skip("reading a backend's table counters at once needs PostgreSQL 15 (pg_stat_force_next_flush)")
-	}
 	_, err := sqlkit.EnsureCDCFor(ctx, pool, sqlkit.Table{Name: "notes"})
 	require.NoError(t, err)
 	_, err = pool.Exec(ctx, `VACUUM ANALYZE cdc.outbox`)
@@ -45,7 +39,7 @@ func TestFetchAfterAnalyzeOfEmptyOutbox(t *testing.T) {
 	_, err = pool.Exec(ctx, `DO $$ BEGIN FOR i IN 1..3000 LOOP INSERT INTO notes (v) VALUES (i); COMMIT; END LOOP; END $$`)
 	require.NoError(t, err)
 
-	before := outboxRowReads(t, ctx, conn, pool)
+	before := testenv.OutboxRowReads(t, ctx, conn)
 	read := 0
 	for {
 		b, err := sqlkit.Fetch(ctx, conn, c, 100, nil)
@@ -62,26 +56,11 @@ func TestFetchAfterAnalyzeOfEmptyOutbox(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, b.Rows, 1, "the transaction held open, once it committed")
 
-	after := outboxRowReads(t, ctx, conn, pool)
+	after := testenv.OutboxRowReads(t, ctx, conn)
 	t.Logf("the fetches read %d outbox rows", after-before)
 	// About one window of rows per batch (30 batches of 100 events) and
 	// a few rows per probe; reading the backlog once per batch would be
 	// about 45,000.
 	require.Less(t, after-before, int64(4*backlog),
 		"outbox rows the fetches read (one read of the backlog is %d)", backlog)
-}
-
-// outboxRowReads flushes conn's statistics and returns how many rows of
-// cdc.outbox sequential and index scans have read.
-func outboxRowReads(t *testing.T, ctx context.Context, conn *pgx.Conn, pool sqlkit.DB) int64 {
-	t.Helper()
-	_, err := conn.Exec(ctx, `SELECT pg_stat_force_next_flush()`)
-	require.NoError(t, err)
-	_, err = conn.Exec(ctx, `SELECT 1`) // the flush happens when a statement is done
-	require.NoError(t, err)
-	var n int64
-	require.NoError(t, pool.QueryRow(ctx, `
-		SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)
-		FROM pg_stat_user_tables WHERE schemaname = 'cdc' AND relname = 'outbox'`).Scan(&n))
-	return n
 }

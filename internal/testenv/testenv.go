@@ -194,3 +194,29 @@ func WaitFor(t testing.TB, ctx context.Context, what string, cond func() bool) {
 		}
 	}
 }
+
+// OutboxRowReads returns how many rows of cdc.outbox sequential and index
+// scans have read in conn's database, conn's own reads included up to now:
+// what a test compares before and after to tell a plan that reads what it
+// needs from one that reads every row, whatever the timing. It skips the
+// test before PostgreSQL 15, which cannot flush a backend's counters at
+// once (pg_stat_force_next_flush).
+func OutboxRowReads(t testing.TB, ctx context.Context, conn *pgx.Conn) int64 {
+	t.Helper()
+	var version int
+	require.NoError(t, conn.QueryRow(ctx, `SELECT current_setting('server_version_num')::int`).Scan(&version))
+	if version < 150000 {
+		t.Skip("reading a backend's table counters at once needs PostgreSQL 15 (pg_stat_force_next_flush)")
+	}
+	_, err := conn.Exec(ctx, `SELECT pg_stat_force_next_flush()`)
+	require.NoError(t, err)
+	// The flush happens when a statement ends; the snapshot of the
+	// counters this session took, if any, is dropped.
+	_, err = conn.Exec(ctx, `SELECT pg_stat_clear_snapshot()`)
+	require.NoError(t, err)
+	var n int64
+	require.NoError(t, conn.QueryRow(ctx, `
+		SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)
+		FROM pg_stat_user_tables WHERE schemaname = 'cdc' AND relname = 'outbox'`).Scan(&n))
+	return n
+}
