@@ -67,14 +67,14 @@ func (h *Handler) Config() Config { return h.cfg }
 // OnStart connects to NATS and makes sure the stream exists, so that an
 // unreachable server shows up at start rather than at the first event.
 func (h *Handler) OnStart(ctx context.Context) error {
-	_, err := h.connect(ctx, true)
+	_, _, err := h.connect(ctx, true)
 	return err
 }
 
 // OnConnect makes sure the stream exists and covers the subjects, with
 // each new PostgreSQL session: someone may have deleted or changed it.
 func (h *Handler) OnConnect(ctx context.Context) error {
-	_, err := h.connect(ctx, true)
+	_, _, err := h.connect(ctx, true)
 	return err
 }
 
@@ -107,9 +107,9 @@ func (h *Handler) OnClose(ctx context.Context) error {
 	return nil
 }
 
-// connect returns the JetStream context, connecting first if need be, and
-// with ensure checks the stream.
-func (h *Handler) connect(ctx context.Context, ensure bool) (jetstream.JetStream, error) {
+// connect returns the JetStream context and the stream's subjects,
+// connecting first if need be, and with ensure checks the stream.
+func (h *Handler) connect(ctx context.Context, ensure bool) (jetstream.JetStream, []string, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.nc == nil || h.nc.IsClosed() {
@@ -125,7 +125,7 @@ func (h *Handler) connect(ctx context.Context, ensure bool) (jetstream.JetStream
 			natsgo.DisconnectErrHandler(func(*natsgo.Conn, error) { h.lost.Add(1) }),
 		)
 		if err != nil {
-			return nil, fmt.Errorf("nats handler: connect to %s: %w", redactList(h.cfg.URL), err)
+			return nil, nil, fmt.Errorf("nats handler: connect to %s: %w", redactList(h.cfg.URL), err)
 		}
 		js, err := jetstream.New(nc,
 			jetstream.WithPublishAsyncMaxPending(h.cfg.MaxPending),
@@ -134,7 +134,7 @@ func (h *Handler) connect(ctx context.Context, ensure bool) (jetstream.JetStream
 		)
 		if err != nil {
 			nc.Close()
-			return nil, fmt.Errorf("nats handler: %w", err)
+			return nil, nil, fmt.Errorf("nats handler: %w", err)
 		}
 		h.nc, h.js, h.subjects = nc, js, nil
 		ensure = true
@@ -142,11 +142,11 @@ func (h *Handler) connect(ctx context.Context, ensure bool) (jetstream.JetStream
 	if ensure || h.subjects == nil {
 		subjects, err := h.ensureStream(ctx, h.js)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		h.subjects = subjects
 	}
-	return h.js, nil
+	return h.js, h.subjects, nil
 }
 
 // ensureStream creates the stream if it is missing, or adds to it the
@@ -196,13 +196,10 @@ func (h *Handler) ensureStream(ctx context.Context, js jetstream.JetStream) ([]s
 // failed is handed out again by the relay, and JetStream drops what of it
 // it already stored (see the package documentation).
 func (h *Handler) OnEvents(ctx context.Context, events []relay.Event) error {
-	js, err := h.connect(ctx, false)
+	js, subjects, err := h.connect(ctx, false)
 	if err != nil {
 		return err
 	}
-	h.mu.Lock()
-	subjects := h.subjects
-	h.mu.Unlock()
 
 	name := relay.DefaultName
 	if d, ok := relay.DeliveryOf(ctx); ok && d.Name != "" {
