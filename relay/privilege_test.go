@@ -2,7 +2,6 @@ package relay_test
 
 import (
 	"context"
-	"net/url"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -12,23 +11,11 @@ import (
 	"github.com/pgrelay/pgrelay/relay"
 )
 
-// newRole creates a login role for the test and removes it afterwards.
+// newRole creates a login role for the test in f's database and removes it
+// afterwards.
 func newRole(t *testing.T, f fixture, prefix string) (name, dbURL string) {
 	t.Helper()
-	ctx := context.Background()
-	name = testenv.UniqueName(prefix)
-	admin := testenv.Pool(t, testenv.AdminURL())
-	_, err := admin.Exec(ctx, `CREATE ROLE `+pgx.Identifier{name}.Sanitize()+` LOGIN PASSWORD 'pw'`)
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		// Privileges inside the test database go first, then the role.
-		_, _ = f.pool.Exec(ctx, `DROP OWNED BY `+pgx.Identifier{name}.Sanitize())
-		_, _ = admin.Exec(ctx, `DROP ROLE IF EXISTS `+pgx.Identifier{name}.Sanitize())
-	})
-	u, err := url.Parse(f.url)
-	require.NoError(t, err)
-	u.User = url.UserPassword(name, "pw")
-	return name, u.String()
+	return testenv.NewRole(t, f.url, prefix)
 }
 
 // newRelayRole creates a role with exactly the GRANTs the README lists for

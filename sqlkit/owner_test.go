@@ -1,7 +1,6 @@
 package sqlkit_test
 
 import (
-	"context"
 	"net/url"
 	"testing"
 
@@ -20,20 +19,14 @@ func TestCaptureInstalledByANonSuperuser(t *testing.T) {
 	t.Parallel()
 	ctx := testenv.Context(t)
 	admin := testenv.Pool(t, testenv.AdminURL())
-	owner := testenv.UniqueName("pgrelay_owner_")
-	_, err := admin.Exec(ctx, `CREATE ROLE `+pgx.Identifier{owner}.Sanitize()+` LOGIN PASSWORD 'pw'`)
-	require.NoError(t, err)
-	// Registered before the database's cleanup, so it runs after the drop.
-	t.Cleanup(func() {
-		_, _ = admin.Exec(context.Background(), `DROP ROLE IF EXISTS `+pgx.Identifier{owner}.Sanitize())
-	})
+	// Made before the database, so that it is dropped after it.
+	owner, ownerURL := testenv.NewRole(t, testenv.AdminURL(), "pgrelay_owner_")
 	dbURL := testenv.NewDatabase(t)
 	u, err := url.Parse(dbURL)
 	require.NoError(t, err)
 	_, err = admin.Exec(ctx, `ALTER DATABASE `+pgx.Identifier{u.Path[1:]}.Sanitize()+` OWNER TO `+pgx.Identifier{owner}.Sanitize())
 	require.NoError(t, err)
-	u.User = url.UserPassword(owner, "pw")
-	pool := testenv.Pool(t, u.String())
+	pool := testenv.Pool(t, testenv.WithDatabase(ownerURL, u.Path[1:]))
 
 	require.NoError(t, sqlkit.Migrate(ctx, pool))
 	var cached bool

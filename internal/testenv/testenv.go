@@ -87,6 +87,31 @@ func UniqueName(prefix string) string {
 	return prefix + hex.EncodeToString(b[:])
 }
 
+// NewRole creates a login role for the test, with password "pw", and
+// returns its name and dbURL with it as the user. When the test ends, what
+// it owns or was granted in dbURL's database is dropped, then the role: a
+// role that owns a database must be made before it, so that it is dropped
+// after the database.
+func NewRole(t testing.TB, dbURL, prefix string) (name, roleURL string) {
+	t.Helper()
+	ctx := context.Background()
+	name = UniqueName(prefix)
+	admin := Pool(t, AdminURL())
+	_, err := admin.Exec(ctx, `CREATE ROLE `+pgx.Identifier{name}.Sanitize()+` LOGIN PASSWORD 'pw'`)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		if conn, err := pgx.Connect(ctx, dbURL); err == nil {
+			_, _ = conn.Exec(ctx, `DROP OWNED BY `+pgx.Identifier{name}.Sanitize())
+			_ = conn.Close(ctx)
+		}
+		_, _ = admin.Exec(ctx, `DROP ROLE IF EXISTS `+pgx.Identifier{name}.Sanitize())
+	})
+	u, err := url.Parse(dbURL)
+	require.NoError(t, err)
+	u.User = url.UserPassword(name, "pw")
+	return name, u.String()
+}
+
 // NewDatabase creates an empty database for the test, drops it when the test
 // ends, and returns its URL.
 func NewDatabase(t testing.TB) string {

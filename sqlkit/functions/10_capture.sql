@@ -44,7 +44,6 @@ SET extra_float_digits = 3
 AS $fn$
 DECLARE
     keys    text[];
-    onekey  text;
     written bigint;
     sch     text;
     rel     text;
@@ -106,17 +105,10 @@ BEGIN
         END IF;
     END IF;
 
-    sch := TG_TABLE_SCHEMA;
-    rel := TG_TABLE_NAME;
-    -- On a partition (installed with the argument 'partition'), the event
-    -- is named after the partitioned table at the root, whose channel
-    -- consumers listen on. Statements addressed to the partitioned table
-    -- fire only its own triggers, so nothing is captured twice.
-    IF TG_NARGS > 0 AND TG_ARGV[0] = 'partition' THEN
-        SELECT n.nspname, c.relname INTO sch, rel
-        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.oid = pg_partition_root(TG_RELID);
-    END IF;
+    -- The event's schema and table (a partition's root), the key columns
+    -- and the option columns' names (functions/17_capture_with.sql).
+    SELECT c.sch, c.rel, c.keys, c.excl, c.ign INTO sch, rel, keys, excl, ign
+    FROM cdc.capture_context(TG_RELID, TG_ARGV, TG_TABLE_SCHEMA, TG_TABLE_NAME) c;
 
     IF TG_OP = 'TRUNCATE' THEN
         -- A partition truncated on its own is reported on the partitioned
@@ -146,75 +138,10 @@ BEGIN
         RETURN NULL;
     END IF;
 
-    -- A row filter that holds for none of the statement's rows (old or
-    -- new) means nothing to capture: found with one small statement, before
-    -- any other work. If the filter no longer fits the table, the capture
-    -- below finds out and captures unfiltered.
-    IF TG_NARGS >= 4 AND TG_ARGV[3] <> '' THEN
-        BEGIN
-            IF TG_OP = 'INSERT' THEN
-                EXECUTE 'SELECT count(*) FROM new_rows x WHERE (' || TG_ARGV[3] || ') IS TRUE' INTO nrows;
-            ELSIF TG_OP = 'DELETE' THEN
-                EXECUTE 'SELECT count(*) FROM old_rows x WHERE (' || TG_ARGV[3] || ') IS TRUE' INTO nrows;
-            ELSE
-                EXECUTE 'SELECT (SELECT count(*) FROM new_rows x WHERE (' || TG_ARGV[3] || ') IS TRUE)'
-                     || ' + (SELECT count(*) FROM old_rows x WHERE (' || TG_ARGV[3] || ') IS TRUE)' INTO nrows;
-            END IF;
-            IF nrows = 0 THEN
-                RETURN NULL;
-            END IF;
-        EXCEPTION WHEN OTHERS THEN
-            NULL;
-        END;
-    END IF;
-
-    -- Primary-key columns. The catalog lookup costs more than the rest of a
-    -- one-row statement's capture, so its result is kept for the session
-    -- in the setting cdc.keys_<table oid>, tagged with the DDL generation:
-    -- the event trigger cdc.ddl_changed (installed when migrations ran as
-    -- superuser) bumps cdc.ddl_generation on every ALTER TABLE, so renamed
-    -- or replaced key columns are looked up again. Without the event
-    -- trigger (migrations run by a non-superuser, as on managed services),
-    -- nothing is cached.
-    -- The sequence by its name looked up at run time, not as a regclass
-    -- literal, which would fail every write where it does not exist.
-    gen := pg_sequence_last_value(to_regclass('cdc.ddl_generation'));
-    IF gen IS NOT NULL THEN
-        cached := current_setting('cdc.keys_' || TG_RELID::oid::text, true);
-        IF cached LIKE gen::text || ':%' THEN
-            keys := substr(cached, length(gen::text) + 2)::text[];
-        END IF;
-    END IF;
-    IF keys IS NULL THEN
-        SELECT array_agg(a.attname::text ORDER BY k.pos) INTO keys
-        FROM pg_index i
-        CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, pos)
-        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-        WHERE i.indrelid = TG_RELID AND i.indisprimary AND k.pos <= i.indnkeyatts;
-        IF gen IS NOT NULL AND keys IS NOT NULL THEN
-            PERFORM set_config('cdc.keys_' || TG_RELID::oid::text, gen::text || ':' || keys::text, false);
-        END IF;
-    END IF;
-    IF cardinality(keys) = 1 THEN
-        onekey := keys[1];
-    END IF;
-
     IF TG_NARGS >= 4 THEN
-        -- Column or row options (functions/15_options.sql): the excluded
-        -- and ignored columns by attribute number, so that renames keep
-        -- them, and the row filter as PostgreSQL printed it back.
-        -- Only a filter: no catalog lookup (it cost more than a filter
-        -- that rejects the statement's rows).
-        IF TG_ARGV[1] = '{}' AND TG_ARGV[2] = '{}' THEN
-            excl := '{}';
-            ign := '{}';
-        ELSE
-            SELECT coalesce(array_agg(a.attname::text) FILTER (WHERE a.attnum = ANY (TG_ARGV[1]::int2[])), '{}'),
-                   coalesce(array_agg(a.attname::text) FILTER (WHERE a.attnum = ANY (TG_ARGV[2]::int2[])), '{}')
-            INTO excl, ign
-            FROM pg_attribute a
-            WHERE a.attrelid = TG_RELID AND a.attnum > 0 AND NOT a.attisdropped;
-        END IF;
+        -- Triggers with options call a function of their own
+        -- (functions/17_capture_with.sql); this path serves those
+        -- installed by an older version until Migrate points them there.
         filter := TG_ARGV[3];
         -- The statement is built by cdc.capture_sql and run here, where
         -- the transition tables are visible.

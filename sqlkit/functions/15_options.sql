@@ -158,23 +158,19 @@ BEGIN
 END
 $fn$;
 
--- cdc.capture_sql returns the statement cdc.capture() runs for a table with
--- column or row options, for op ('INSERT', 'UPDATE' or 'DELETE'): it writes
--- the statement's captured rows into the outbox as chunks, as the plain
--- path does, and returns how many outbox rows it wrote. $1, $2 and $3 are
--- the event's schema and table names and the key columns. Excluded columns
--- are left out of the row images; rows the filter does not hold for are
--- left out, and an updated row that moved into the filter becomes an
--- insert, out of it a delete; an updated row whose other columns did not
--- change is left out, and its old image gets the new values of the ignored
--- columns, so that they are not among the changes the relay finds.
-CREATE OR REPLACE FUNCTION cdc.capture_sql(op text, excl text[], ign text[], filter text) RETURNS text
+-- cdc.capture_statement is cdc.capture_sql (below) with the statement's
+-- inputs named by vars (schema, table, key columns, excluded and ignored columns:
+-- parameters, or a function's variables) instead; of excl and ign, only
+-- whether they are empty counts. into_clause, if not '', is put after the
+-- statement's final SELECT list (' INTO v', for static SQL in PL/pgSQL).
+CREATE OR REPLACE FUNCTION cdc.capture_statement(op text, excl text[], ign text[], filter text,
+                                                  vars text[], into_clause text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     img   text := CASE WHEN cardinality(excl) = 0 THEN 'to_json(%1$s)'
-                       ELSE 'cdc.json_without(to_json(%1$s), ' || quote_literal(excl) || '::text[])' END;
+                       ELSE 'cdc.json_without(to_json(%1$s), ' || vars[4] || ')' END;
     holds text := CASE WHEN filter = '' THEN 'true'
                        ELSE 'coalesce((SELECT (' || filter || ') FROM (SELECT (%1$s).*) AS r), false)' END;
     -- img and holds are templates for a row (%1$s, filled in with
@@ -183,12 +179,12 @@ DECLARE
     -- the plain path cuts them.
     chunks constant text :=
         'INSERT INTO cdc.outbox (schema_name, table_name, action, events, key_columns, rows) '
-        'SELECT $1, $2, %1$L, count(*), $3, json_agg(w.j ORDER BY w.pos) '
+        'SELECT ' || vars[1] || ', ' || vars[2] || ', %1$L, count(*), ' || vars[3] || ', json_agg(w.j ORDER BY w.pos) '
         'FROM (SELECT c.j, c.pos, sum(pg_column_size(c.j)) OVER (ORDER BY c.pos) AS upto FROM %2$s c) w '
         'GROUP BY (w.pos - 1) / {{.InsertChunkRows}}, w.upto / {{.ChunkJSONBytes}} ORDER BY min(w.pos) RETURNING 1';
 BEGIN
     IF op IN ('INSERT', 'DELETE') THEN
-        RETURN format('WITH written AS (' || chunks || ') SELECT count(*) FROM written',
+        RETURN format('WITH written AS (' || chunks || ') SELECT count(*)' || into_clause || ' FROM written',
             lower(op),
             '(SELECT ' || replace(img, '%1$s', 'x') || ' AS j, row_number() OVER () AS pos FROM '
                 || CASE op WHEN 'INSERT' THEN 'new_rows' ELSE 'old_rows' END
@@ -213,18 +209,38 @@ BEGIN
         ),
         updated AS (
             INSERT INTO cdc.outbox (schema_name, table_name, action, events, key_columns, rows, old_rows)
-            SELECT $1, $2, 'update', 2 * count(*), $3, json_agg(w.nj ORDER BY w.pos), json_agg(w.oj ORDER BY w.pos)
+            SELECT %8$s, %9$s, 'update', 2 * count(*), %10$s, json_agg(w.nj ORDER BY w.pos), json_agg(w.oj ORDER BY w.pos)
             FROM (SELECT c.*, sum(pg_column_size(c.nj) + pg_column_size(c.oj)) OVER (ORDER BY c.pos) AS upto FROM changed c) w
             GROUP BY (w.pos - 1) / {{.UpdateChunkRows}}, w.upto / {{.ChunkJSONBytes}} ORDER BY min(w.pos)
             RETURNING 1
         ),
         deleted AS (%6$s),
         inserted AS (%7$s)
-        SELECT (SELECT count(*) FROM updated) + (SELECT count(*) FROM deleted) + (SELECT count(*) FROM inserted)
+        SELECT (SELECT count(*) FROM updated) + (SELECT count(*) FROM deleted) + (SELECT count(*) FROM inserted)%11$s
         $sql$,
         replace(img, '%1$s', 'n.x'), replace(img, '%1$s', 'o.x'), replace(holds, '%1$s', 'n.x'), replace(holds, '%1$s', 'o.x'),
-        CASE WHEN cardinality(ign) = 0 THEN 'p.oj' ELSE 'cdc.json_overlay(p.oj, p.nj, ' || quote_literal(ign) || '::text[])' END,
+        CASE WHEN cardinality(ign) = 0 THEN 'p.oj' ELSE 'cdc.json_overlay(p.oj, p.nj, ' || vars[5] || ')' END,
         format(chunks, 'delete', '(SELECT p.oj AS j, row_number() OVER (ORDER BY p.pos) AS pos FROM p WHERE p.om AND NOT p.nm)'),
-        format(chunks, 'insert', '(SELECT p.nj AS j, row_number() OVER (ORDER BY p.pos) AS pos FROM p WHERE p.nm AND NOT p.om)'));
+        format(chunks, 'insert', '(SELECT p.nj AS j, row_number() OVER (ORDER BY p.pos) AS pos FROM p WHERE p.nm AND NOT p.om)'),
+        vars[1], vars[2], vars[3], into_clause);
 END
+$fn$;
+
+-- cdc.capture_sql returns the statement a capture function runs for a table
+-- with column or row options, for op ('INSERT', 'UPDATE' or 'DELETE'): it
+-- writes the statement's captured rows into the outbox as chunks, as the
+-- plain path does, and returns how many outbox rows it wrote. $1, $2 and $3
+-- are the event's schema and table names and the key columns; excl and ign
+-- the excluded and ignored columns' names. Excluded columns are left out
+-- of the row images; rows the filter does not hold for are left out, and
+-- an updated row that moved into the filter becomes an insert, out of it a
+-- delete; an updated row whose other columns did not change is left out,
+-- and its old image gets the new values of the ignored columns, so that
+-- they are not among the changes the relay finds.
+CREATE OR REPLACE FUNCTION cdc.capture_sql(op text, excl text[], ign text[], filter text) RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT cdc.capture_statement(op, excl, ign, filter,
+                                 ARRAY['$1', '$2', '$3', quote_literal(excl) || '::text[]', quote_literal(ign) || '::text[]'], '')
 $fn$;

@@ -98,7 +98,8 @@ $fn$;
 --
 -- Everything is checked before any trigger changes, and the change is one
 -- CREATE OR REPLACE TRIGGER per action (DROP for an action no longer
--- captured) in the caller's transaction: every statement is captured under
+-- captured), after the capture function for the options, if any, is made
+-- (see 17_capture_with.sql), in the caller's transaction: every statement is captured under
 -- the old options or the new ones, never twice or not at all. When nothing
 -- would change, it takes no lock on the table.
 CREATE OR REPLACE FUNCTION cdc.ensure_cdc_for(tbl regclass, actions text[] DEFAULT NULL,
@@ -119,6 +120,9 @@ DECLARE
     act     text;
     args    text[];
     old     record;
+    fname   text;
+    made    text[] := '{}';
+    cdc_owner name := (SELECT p.proowner::regrole::name FROM pg_proc p WHERE p.oid = 'cdc.capture()'::regprocedure);
     found_any boolean := false;
     changed boolean := false;
     ops     text[] := '{}';
@@ -158,21 +162,31 @@ BEGIN
     FOR part IN SELECT ct.relid FROM cdc.capture_targets(tbl) ct LOOP
         args := cdc.capture_args(tbl, part, ign, excl, filter);
         FOREACH act IN ARRAY all_actions LOOP
-            SELECT t.tgfoid = 'cdc.capture()'::regprocedure AS ours, cdc.trigger_args(t.tgargs) AS targs INTO old
+            -- Truncates carry no rows: cdc.capture() records them whatever
+            -- the options.
+            fname := CASE WHEN act = 'truncate' THEN 'capture' ELSE cdc.capture_function_name(args) END;
+            SELECT t.tgfoid = coalesce(to_regprocedure(format('cdc.%I()', fname)), 0) AS ours,
+                   cdc.trigger_args(t.tgargs) AS targs INTO old
             FROM pg_trigger t WHERE t.tgrelid = part AND t.tgname = 'cdc_capture_' || act;
             IF FOUND THEN
                 found_any := true;
             END IF;
             IF act = ANY (acts) THEN
                 IF NOT FOUND OR NOT old.ours OR old.targs IS DISTINCT FROM args THEN
-                    ops := ops || format('CREATE OR REPLACE TRIGGER %I AFTER %s ON %s %s FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture(%s)',
-                                         'cdc_capture_' || act, upper(act), part,
-                                         CASE act WHEN 'insert' THEN 'REFERENCING NEW TABLE AS new_rows'
-                                                  WHEN 'update' THEN 'REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows'
-                                                  WHEN 'delete' THEN 'REFERENCING OLD TABLE AS old_rows'
-                                                  ELSE '' END,
-                                         (SELECT coalesce(string_agg(quote_literal(x), ', ' ORDER BY n), '')
-                                          FROM unnest(args) WITH ORDINALITY AS u(x, n)));
+                    IF fname <> 'capture' AND fname <> ALL (made) THEN
+                        -- Owned, as cdc.capture() is, by the role that
+                        -- migrated: it writes the outbox with that role's
+                        -- rights (SECURITY DEFINER), which the caller may
+                        -- lack.
+                        IF NOT pg_has_role(cdc_owner, 'USAGE') THEN
+                            RAISE EXCEPTION 'table %: capture options need the role that ran relay migrate (%), or one of its members: ensure-cdc makes a capture function owned by it',
+                                tbl, cdc_owner USING ERRCODE = 'insufficient_privilege';
+                        END IF;
+                        ops := ops || cdc.capture_function_sql(fname, args[4], args[2] <> '{}', args[3] <> '{}')
+                                   || format('ALTER FUNCTION cdc.%I() OWNER TO %I', fname, cdc_owner);
+                        made := made || fname;
+                    END IF;
+                    ops := ops || cdc.capture_trigger_sql(part, act, fname, args);
                 END IF;
             ELSIF FOUND THEN
                 ops := ops || format('DROP TRIGGER %I ON %s', 'cdc_capture_' || act, part);
@@ -185,6 +199,7 @@ BEGIN
     FOR i IN 1 .. cardinality(ops) LOOP
         EXECUTE ops[i];
     END LOOP;
+    PERFORM cdc.drop_unused_capture_functions();
     RETURN CASE WHEN found_any THEN 'updated' ELSE 'installed' END;
 END
 $fn$;
@@ -210,6 +225,9 @@ BEGIN
         EXECUTE format('DROP TRIGGER %I ON %s', trig, part);
         found_any := true;
     END LOOP;
+    IF found_any THEN
+        PERFORM cdc.drop_unused_capture_functions();
+    END IF;
     RETURN CASE WHEN found_any THEN 'removed' ELSE 'unchanged' END;
 END
 $fn$;
@@ -238,7 +256,7 @@ AS $fn$
                  cdc.trigger_args((array_agg(t.tgargs))[1]) AS args -- the same on each of a table's triggers
           FROM pg_trigger t
           JOIN pg_class c ON c.oid = t.tgrelid
-          WHERE t.tgfoid = 'cdc.capture()'::regprocedure
+          WHERE cdc.is_capture_function(t.tgfoid)
             AND t.tgname LIKE 'cdc\_capture\_%'
             AND NOT c.relispartition
           GROUP BY t.tgrelid) s

@@ -1,0 +1,172 @@
+package sqlkit_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgrelay/pgrelay/internal/testenv"
+	"github.com/pgrelay/pgrelay/sqlkit"
+)
+
+// captureFunctions returns, for each table's insert trigger, the function
+// it calls, and the functions made for options that exist.
+func captureFunctions(t *testing.T, ctx context.Context, pool *pgxpool.Pool) (map[string]string, []string) {
+	t.Helper()
+	rows, err := pool.Query(ctx, `SELECT t.tgrelid::regclass::text, t.tgfoid::regproc::text FROM pg_trigger t
+		WHERE t.tgname = 'cdc_capture_insert'`)
+	require.NoError(t, err)
+	calls := map[string]string{}
+	for rows.Next() {
+		var tbl, fn string
+		require.NoError(t, rows.Scan(&tbl, &fn))
+		calls[tbl] = fn
+	}
+	require.NoError(t, rows.Err())
+	var made []string
+	require.NoError(t, pool.QueryRow(ctx, `SELECT coalesce(array_agg(p.proname::text ORDER BY p.proname), '{}') FROM pg_proc p
+		WHERE p.pronamespace = 'cdc'::regnamespace AND p.proname LIKE 'capture\_\_%'`).Scan(&made))
+	return calls, made
+}
+
+// TestCaptureFunctionsFollowTheOptions: a table with options is captured
+// by a function made for their shape, shared by tables of the same shape,
+// replaced when the options change and dropped when no trigger calls it.
+func TestCaptureFunctionsFollowTheOptions(t *testing.T) {
+	t.Parallel()
+	ctx, pool := setup(t, `CREATE TABLE a (id int PRIMARY KEY, n int);
+		CREATE TABLE b (id int PRIMARY KEY, n int);
+		CREATE TABLE c (id int PRIMARY KEY, n int)`)
+	positive := sqlkit.CaptureOptions{Where: "n > 0"}
+	_, err := sqlkit.EnsureCDCWith(ctx, pool, positive, sqlkit.Table{Name: "a"}, sqlkit.Table{Name: "b"})
+	require.NoError(t, err)
+	_, err = sqlkit.EnsureCDCFor(ctx, pool, sqlkit.Table{Name: "c"})
+	require.NoError(t, err)
+	calls, made := captureFunctions(t, ctx, pool)
+	require.Len(t, made, 1)
+	require.Equal(t, map[string]string{"a": "cdc." + made[0], "b": "cdc." + made[0], "c": "cdc.capture"}, calls)
+
+	_, err = pool.Exec(ctx, `INSERT INTO a VALUES (1, 1), (2, -1); INSERT INTO b VALUES (3, -3); INSERT INTO c VALUES (4, -4)`)
+	require.NoError(t, err)
+	require.Equal(t, []event{
+		{"insert", "1", `{"id":1,"n":1}`, ""},
+		{"insert", "4", `{"id":4,"n":-4}`, ""},
+	}, readEvents(t, pool))
+
+	_, err = sqlkit.EnsureCDCWith(ctx, pool, sqlkit.CaptureOptions{Where: "n < 0"}, sqlkit.Table{Name: "a"})
+	require.NoError(t, err)
+	calls, made = captureFunctions(t, ctx, pool)
+	require.Len(t, made, 2, "a's new filter has a function of its own; b still uses the old one")
+	require.NotEqual(t, calls["a"], calls["b"])
+
+	_, err = sqlkit.RemoveCDCFor(ctx, pool, sqlkit.Table{Name: "b"})
+	require.NoError(t, err)
+	calls, made = captureFunctions(t, ctx, pool)
+	require.Equal(t, []string{calls["a"][len("cdc."):]}, made, "the function no trigger calls is gone")
+
+	_, err = sqlkit.EnsureCDCFor(ctx, pool, sqlkit.Table{Name: "a"})
+	require.NoError(t, err)
+	calls, made = captureFunctions(t, ctx, pool)
+	require.Empty(t, made)
+	require.Equal(t, "cdc.capture", calls["a"])
+}
+
+// TestCaptureFunctionsAreRemadeByMigrate: Migrate remakes the functions
+// made for options from its own code, and points triggers that an older
+// version installed (cdc.capture() with the options as arguments) at them.
+func TestCaptureFunctionsAreRemadeByMigrate(t *testing.T) {
+	t.Parallel()
+	ctx, pool := setup(t, `CREATE TABLE a (id int PRIMARY KEY, n int, secret text);
+		CREATE TABLE b (id int PRIMARY KEY, n int, secret text)`)
+	opts := sqlkit.CaptureOptions{Where: "n > 0", ExcludeColumns: []string{"secret"}}
+	_, err := sqlkit.EnsureCDCWith(ctx, pool, opts, sqlkit.Table{Name: "a"}, sqlkit.Table{Name: "b"})
+	require.NoError(t, err)
+	_, made := captureFunctions(t, ctx, pool)
+	require.Len(t, made, 1)
+	// An older pgrelay's state: a function of other code, and b's insert
+	// trigger on cdc.capture() with its arguments.
+	_, err = pool.Exec(ctx, `UPDATE cdc.code_version SET digest = 'other';
+		CREATE OR REPLACE FUNCTION cdc.`+made[0]+`() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NULL; END';
+		CREATE OR REPLACE TRIGGER cdc_capture_insert AFTER INSERT ON b REFERENCING NEW TABLE AS new_rows
+			FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture('', '{3}', '{}', '(n > 0)')`)
+	require.NoError(t, err)
+	require.NoError(t, sqlkit.Migrate(ctx, pool))
+	calls, after := captureFunctions(t, ctx, pool)
+	require.Equal(t, made, after)
+	require.Equal(t, map[string]string{"a": "cdc." + made[0], "b": "cdc." + made[0]}, calls)
+
+	_, err = pool.Exec(ctx, `INSERT INTO a VALUES (1, 1, 's'), (2, -1, 's'); INSERT INTO b VALUES (3, 3, 's')`)
+	require.NoError(t, err)
+	require.Equal(t, []event{
+		{"insert", "1", `{"id":1,"n":1}`, ""},
+		{"insert", "3", `{"id":3,"n":3}`, ""},
+	}, readEvents(t, pool))
+}
+
+// TestCaptureFunctionsFollowDDLInASession: a session that has run a
+// table's capture function (and kept its plans) captures columns added
+// since, and when a column the filter uses is dropped, captures unfiltered
+// instead of failing the write.
+func TestCaptureFunctionsFollowDDLInASession(t *testing.T) {
+	t.Parallel()
+	ctx, pool := setup(t, `CREATE TABLE a (id int PRIMARY KEY, score int)`)
+	_, err := sqlkit.EnsureCDCWith(ctx, pool, sqlkit.CaptureOptions{Where: "score > 10"}, sqlkit.Table{Name: "a"})
+	require.NoError(t, err)
+	writer, err := pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer writer.Release()
+	for _, step := range []struct{ writer, other string }{
+		{writer: `INSERT INTO a VALUES (1, 20), (2, 5)`},
+		{other: `ALTER TABLE a ADD COLUMN more int DEFAULT 7`},
+		{writer: `INSERT INTO a VALUES (3, 30)`},
+		{writer: `UPDATE a SET score = 1 WHERE id = 3`},
+		{other: `ALTER TABLE a DROP COLUMN score`},
+		{writer: `INSERT INTO a VALUES (4)`},
+	} {
+		if step.writer != "" {
+			_, err = writer.Exec(ctx, step.writer)
+		} else {
+			_, err = pool.Exec(ctx, step.other)
+		}
+		require.NoError(t, err)
+	}
+	require.Equal(t, []event{
+		{"insert", "1", `{"id":1,"score":20}`, ""},
+		{"insert", "3", `{"id":3,"more":7,"score":30}`, ""},
+		{"delete", "3", `{"id":3,"more":7,"score":30}`, ""},
+		{"insert", "4", `{"id":4,"more":7}`, ""},
+	}, readEvents(t, pool))
+}
+
+// TestCaptureOptionsNeedTheMigratingRole: a table owner who is not the
+// role that migrated may install capture without options, but not with:
+// the function made for options would write the outbox with the owner's
+// rights, which it lacks, and fail the application's writes. It is
+// refused with one line, and nothing is installed.
+func TestCaptureOptionsNeedTheMigratingRole(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	dbURL := testenv.NewMigratedDatabase(t)
+	migrator := testenv.Pool(t, dbURL)
+	role, roleURL := testenv.NewRole(t, dbURL, "pgrelay_tables_")
+	_, err := migrator.Exec(ctx, `GRANT USAGE, CREATE ON SCHEMA cdc TO `+pgx.Identifier{role}.Sanitize()+`;
+		CREATE TABLE a (id int PRIMARY KEY, n int); CREATE TABLE b (id int PRIMARY KEY, n int);
+		ALTER TABLE a OWNER TO `+pgx.Identifier{role}.Sanitize()+`; ALTER TABLE b OWNER TO `+pgx.Identifier{role}.Sanitize())
+	require.NoError(t, err)
+	owner := testenv.Pool(t, roleURL)
+
+	// Through SQL: sqlkit's Go functions also read cdc's tables first.
+	_, err = owner.Exec(ctx, `SELECT cdc.ensure_cdc_for('a', row_filter => 'n > 0')`)
+	require.ErrorContains(t, err, "table public.a: capture options need the role that ran relay migrate")
+	_, err = owner.Exec(ctx, `SELECT cdc.ensure_cdc_for('b')`)
+	require.NoError(t, err)
+	_, err = owner.Exec(ctx, `INSERT INTO a VALUES (1, 1); INSERT INTO b VALUES (2, 2)`)
+	require.NoError(t, err)
+	calls, made := captureFunctions(t, ctx, migrator)
+	require.Empty(t, made)
+	require.Equal(t, map[string]string{"b": "cdc.capture"}, calls)
+	require.Equal(t, []event{{"insert", "2", `{"id":2,"n":2}`, ""}}, readEvents(t, migrator))
+}

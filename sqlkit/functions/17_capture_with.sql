@@ -1,0 +1,266 @@
+-- Capture functions made for tables with options. Installed by every
+-- Migrate (see functions.go), which then remakes every such function from
+-- the current code (90_refresh.sql).
+--
+-- A table with column or row options is not captured by cdc.capture(),
+-- which would have to build its statement as text and have PostgreSQL plan
+-- it anew for every statement (EXECUTE): that cost a single-row INSERT
+-- more than the rest of its capture, and made a row filter that rejects
+-- the row cost as much as capturing it. Its triggers call instead a
+-- function written for its options, cdc.capture__<digest of the options'
+-- shape>(), in which the statements are static SQL, so that PL/pgSQL
+-- plans them once per session and a statement whose rows the filter
+-- rejects costs one small query on the transition table. Tables whose
+-- options have the same shape (the same row filter text, and whether there
+-- are excluded and ignored columns) share one function; the columns
+-- themselves are the triggers' arguments, by attribute number, so that
+-- renames keep them (see cdc.capture_args).
+
+-- cdc.capture_context returns what a capture function needs to know of the
+-- trigger's table, besides its rows: the schema and table the events are
+-- named after (for a partition, the partitioned table at the root), the
+-- primary-key columns, and for a trigger with options (args, see
+-- cdc.capture_args) the excluded and ignored columns' current names.
+--
+-- The key lookup costs more than the rest of a one-row statement's
+-- capture, so its result is kept for the session in the setting
+-- cdc.keys_<table oid>, tagged with the DDL generation: the event trigger
+-- cdc.ddl_changed (installed when migrations ran as superuser) bumps
+-- cdc.ddl_generation on every ALTER TABLE, so renamed or replaced key
+-- columns are looked up again. Without the event trigger (migrations run
+-- by a non-superuser, as on managed services), nothing is cached.
+CREATE OR REPLACE FUNCTION cdc.capture_context(relid oid, args text[], tg_schema text, tg_table text,
+                                                OUT sch text, OUT rel text, OUT keys text[],
+                                                OUT excl text[], OUT ign text[])
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    gen    bigint;
+    cached text;
+BEGIN
+    -- TG_ARGV counts from 0.
+    args := args[array_lower(args, 1):array_upper(args, 1)];
+    sch := tg_schema;
+    rel := tg_table;
+    -- On a partition (installed with the argument 'partition'), the event
+    -- is named after the partitioned table at the root, whose channel
+    -- consumers listen on. Statements addressed to the partitioned table
+    -- fire only its own triggers, so nothing is captured twice.
+    IF cardinality(args) > 0 AND args[1] = 'partition' THEN
+        SELECT n.nspname, c.relname INTO sch, rel
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.oid = pg_partition_root(relid);
+    END IF;
+
+    -- The sequence by its name looked up at run time, not as a regclass
+    -- literal, which would fail every write where it does not exist.
+    gen := pg_sequence_last_value(to_regclass('cdc.ddl_generation'));
+    IF gen IS NOT NULL THEN
+        cached := current_setting('cdc.keys_' || relid::text, true);
+        IF cached LIKE gen::text || ':%' THEN
+            keys := substr(cached, length(gen::text) + 2)::text[];
+        END IF;
+    END IF;
+    IF keys IS NULL THEN
+        SELECT array_agg(a.attname::text ORDER BY k.pos) INTO keys
+        FROM pg_index i
+        CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, pos)
+        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+        WHERE i.indrelid = relid AND i.indisprimary AND k.pos <= i.indnkeyatts;
+        IF gen IS NOT NULL AND keys IS NOT NULL THEN
+            PERFORM set_config('cdc.keys_' || relid::text, gen::text || ':' || keys::text, false);
+        END IF;
+    END IF;
+
+    excl := '{}';
+    ign := '{}';
+    -- The excluded and ignored columns by attribute number, so that renames
+    -- keep them; no catalog lookup when there are none.
+    IF cardinality(args) >= 4 AND (args[2] <> '{}' OR args[3] <> '{}') THEN
+        SELECT coalesce(array_agg(a.attname::text) FILTER (WHERE a.attnum = ANY (args[2]::int2[])), '{}'),
+               coalesce(array_agg(a.attname::text) FILTER (WHERE a.attnum = ANY (args[3]::int2[])), '{}')
+        INTO excl, ign
+        FROM pg_attribute a
+        WHERE a.attrelid = relid AND a.attnum > 0 AND NOT a.attisdropped;
+    END IF;
+END
+$fn$;
+
+-- cdc.capture_function_name returns the name of the capture function for
+-- trigger arguments args (see cdc.capture_args): 'capture' for none or
+-- only 'partition', otherwise capture__ and 16 hex digits of the digest of
+-- the options' shape.
+CREATE OR REPLACE FUNCTION cdc.capture_function_name(args text[]) RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT CASE WHEN cardinality(args) < 4 THEN 'capture'
+                ELSE 'capture__' || left(md5(args[4] || '|' || (args[2] <> '{}')::text || '|' || (args[3] <> '{}')::text), 16) END
+$fn$;
+
+-- cdc.is_capture_function tells whether fn is cdc.capture() or one of the
+-- functions made for tables with options.
+CREATE OR REPLACE FUNCTION cdc.is_capture_function(fn oid) RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT EXISTS (SELECT FROM pg_proc p
+                   WHERE p.oid = fn AND p.pronamespace = 'cdc'::regnamespace
+                     AND (p.proname = 'capture' OR p.proname ~ '^capture__[0-9a-f]{16}$'))
+$fn$;
+
+-- cdc.capture_function_sql returns the CREATE OR REPLACE FUNCTION statement
+-- of the capture function called fname, for a row filter (as
+-- cdc.check_row_filter printed it; '' for none) and whether there are
+-- excluded and ignored columns. Its statements are cdc.capture_sql's, with
+-- the function's variables in place of parameters.
+--
+-- The function's variables are qualified by its block label, and columns
+-- win over variables (#variable_conflict use_column): the row filter names
+-- the table's columns unqualified, whatever they are called. A filter that
+-- no longer fits the table (a column it uses was renamed or dropped) must
+-- not fail the application's write, nor lose its changes: they are then
+-- captured unfiltered, with a warning, as before the filter was set.
+CREATE OR REPLACE FUNCTION cdc.capture_function_sql(fname text, filter text, has_excl boolean, has_ign boolean)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    vars constant text[] := ARRAY['pgrelay.sch', 'pgrelay.rel', 'pgrelay.keys', 'pgrelay.excl', 'pgrelay.ign'];
+    -- capture_sql only asks whether these are empty when given vars.
+    excl constant text[] := CASE WHEN has_excl THEN '{_}'::text[] ELSE '{}' END;
+    ign  constant text[] := CASE WHEN has_ign THEN '{_}'::text[] ELSE '{}' END;
+    into_n constant text := ' INTO pgrelay.n';
+    context constant text :=
+        'SELECT c.sch, c.rel, c.keys, c.excl, c.ign INTO pgrelay.sch, pgrelay.rel, pgrelay.keys, pgrelay.excl, pgrelay.ign '
+        'FROM cdc.capture_context(TG_RELID, TG_ARGV, TG_TABLE_SCHEMA, TG_TABLE_NAME) c;';
+    pre_new text;
+    pre_old text;
+    capture text;
+    body    text;
+BEGIN
+    -- Per action: when there is a filter, a statement of which it holds for
+    -- no row, old or new, writes nothing, found with one small query before
+    -- any other work; then the context, then the statement.
+    IF filter <> '' THEN
+        pre_new := 'NOT EXISTS (SELECT FROM new_rows x WHERE (' || filter || ') IS TRUE)';
+        pre_old := 'NOT EXISTS (SELECT FROM old_rows x WHERE (' || filter || ') IS TRUE)';
+    END IF;
+    capture := 'IF TG_OP = ''INSERT'' THEN' || E'\n'
+        || CASE WHEN filter <> '' THEN 'IF ' || pre_new || E' THEN RETURN NULL; END IF;\n' ELSE '' END
+        || context || E'\n' || cdc.capture_statement('INSERT', excl, ign, filter, vars, into_n) || ';'
+        || E'\nELSIF TG_OP = ''DELETE'' THEN\n'
+        || CASE WHEN filter <> '' THEN 'IF ' || pre_old || E' THEN RETURN NULL; END IF;\n' ELSE '' END
+        || context || E'\n' || cdc.capture_statement('DELETE', excl, ign, filter, vars, into_n) || ';'
+        || E'\nELSE\n'
+        || CASE WHEN filter <> '' THEN 'IF ' || pre_new || ' AND ' || pre_old || E' THEN RETURN NULL; END IF;\n' ELSE '' END
+        || context || E'\n' || cdc.capture_statement('UPDATE', excl, ign, filter, vars, into_n) || E';\nEND IF;';
+    IF filter <> '' THEN
+        capture := 'BEGIN' || E'\n' || capture || E'\n'
+            || 'EXCEPTION WHEN OTHERS THEN' || E'\n'
+            || 'RAISE WARNING ''pgrelay: the row filter of %.% failed (%); this statement''''s rows are captured unfiltered: run relay ensure-cdc again'', '
+            || 'TG_TABLE_SCHEMA, TG_TABLE_NAME, SQLERRM;' || E'\n'
+            || context || E'\n'
+            || 'EXECUTE cdc.capture_sql(TG_OP, pgrelay.excl, pgrelay.ign, '''') INTO pgrelay.n '
+            || 'USING pgrelay.sch, pgrelay.rel, pgrelay.keys;' || E'\n'
+            || 'END;';
+    END IF;
+    body := E'#variable_conflict use_column\n<<pgrelay>>\nDECLARE\n'
+        || E'    sch text;\n    rel text;\n    keys text[];\n    excl text[];\n    ign text[];\n    n bigint;\n'
+        || E'BEGIN\n' || capture || E'\n'
+        -- As in cdc.capture(): notify only when a relay waits for it, after
+        -- the outbox rows are written.
+        || 'IF pgrelay.n > 0 AND pg_sequence_last_value(''cdc.relay_wake_enter'') > pg_sequence_last_value(''cdc.relay_wake_leave'') THEN'
+        || E'\n    PERFORM pg_notify(''{{.NotifyChannel}}'', pg_current_xact_id()::text);\nEND IF;\n'
+        || E'RETURN NULL;\nEND';
+    RETURN format($sql$CREATE OR REPLACE FUNCTION cdc.%I() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET IntervalStyle = 'postgres'
+SET bytea_output = 'hex'
+SET extra_float_digits = 3
+AS %L$sql$, fname, body);
+END
+$fn$;
+
+-- cdc.capture_trigger_sql returns the statement that makes rel's capture
+-- trigger for action act call function fname with arguments args.
+CREATE OR REPLACE FUNCTION cdc.capture_trigger_sql(rel regclass, act text, fname text, args text[]) RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT format('CREATE OR REPLACE TRIGGER %I AFTER %s ON %s %s FOR EACH STATEMENT EXECUTE FUNCTION cdc.%I(%s)',
+                  'cdc_capture_' || act, upper(act), rel,
+                  CASE act WHEN 'insert' THEN 'REFERENCING NEW TABLE AS new_rows'
+                           WHEN 'update' THEN 'REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows'
+                           WHEN 'delete' THEN 'REFERENCING OLD TABLE AS old_rows'
+                           ELSE '' END,
+                  fname,
+                  (SELECT coalesce(string_agg(quote_literal(x), ', ' ORDER BY n), '')
+                   FROM unnest(args) WITH ORDINALITY AS u(x, n)))
+$fn$;
+
+-- cdc.drop_unused_capture_functions drops the functions made for options
+-- that no trigger calls any more. One that a concurrent transaction has
+-- just started to use is left.
+CREATE OR REPLACE FUNCTION cdc.drop_unused_capture_functions() RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    fn regprocedure;
+BEGIN
+    FOR fn IN
+        SELECT p.oid::regprocedure FROM pg_proc p
+        WHERE p.pronamespace = 'cdc'::regnamespace AND p.proname ~ '^capture__[0-9a-f]{16}$'
+          AND NOT EXISTS (SELECT FROM pg_trigger t WHERE t.tgfoid = p.oid)
+    LOOP
+        BEGIN
+            EXECUTE format('DROP FUNCTION %s', fn);
+        EXCEPTION WHEN dependent_objects_still_exist THEN
+            NULL;
+        END;
+    END LOOP;
+END
+$fn$;
+
+-- cdc.refresh_capture_functions remakes every function made for options
+-- from the code installed now, and points every capture trigger with
+-- options at its function (triggers installed by an older version called
+-- cdc.capture() with the options as arguments). Run by every Migrate that
+-- installs new code, in its transaction.
+CREATE OR REPLACE FUNCTION cdc.refresh_capture_functions() RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    t     record;
+    fname text;
+    made  text[] := '{}';
+BEGIN
+    FOR t IN
+        SELECT tg.tgrelid::regclass AS rel, substr(tg.tgname, 13) AS act, tg.tgfoid, cdc.trigger_args(tg.tgargs) AS args
+        FROM pg_trigger tg
+        WHERE tg.tgname IN ('cdc_capture_insert', 'cdc_capture_update', 'cdc_capture_delete')
+          AND cdc.is_capture_function(tg.tgfoid)
+        ORDER BY tg.tgrelid, tg.tgname
+    LOOP
+        fname := cdc.capture_function_name(t.args);
+        IF fname = 'capture' THEN
+            CONTINUE;
+        END IF;
+        IF fname <> ALL (made) THEN
+            EXECUTE cdc.capture_function_sql(fname, t.args[4], t.args[2] <> '{}', t.args[3] <> '{}');
+            made := made || fname;
+        END IF;
+        IF t.tgfoid <> format('cdc.%I()', fname)::regprocedure THEN
+            EXECUTE cdc.capture_trigger_sql(t.rel, t.act, fname, t.args);
+        END IF;
+    END LOOP;
+    PERFORM cdc.drop_unused_capture_functions();
+END
+$fn$;
