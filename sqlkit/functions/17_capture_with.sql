@@ -258,7 +258,14 @@ BEGIN
             made := made || fname;
         END IF;
         IF t.tgfoid <> format('cdc.%I()', fname)::regprocedure THEN
-            EXECUTE cdc.capture_trigger_sql(t.rel, t.act, fname, t.args);
+            -- Installed by a table owner who did not migrate: cdc.capture()
+            -- still captures it with its options, only slower.
+            BEGIN
+                EXECUTE cdc.capture_trigger_sql(t.rel, t.act, fname, t.args);
+            EXCEPTION WHEN insufficient_privilege THEN
+                RAISE WARNING 'pgrelay: % is captured by cdc.capture() with its options; run relay ensure-cdc for it with the same options, as a member of both its owner and the role that migrated (or as superuser), for its faster capture function (%)',
+                    t.rel, SQLERRM;
+            END;
         END IF;
     END LOOP;
     PERFORM cdc.drop_unused_capture_functions();
