@@ -124,11 +124,13 @@ func (s *session) workLoop(ctx context.Context) error {
 // asks sqlkit.Changed every watchEvery first. It lingers after a read that
 // found more than lingerAbove transactions: at a steady 1,000 single-row
 // transactions a second, lingering after any read of two or more had
-// events wait 1.8–1.9 ms (p50) against 1.0 without lingering, while
-// writers busy enough to feel NOTIFY's serialised commits fill reads with
-// more (see internal/bench/tried.md).
+// events wait 1.8–1.9 ms (p50) against 1.0 without lingering, and after
+// reads of more than three still 1.6–1.7, while writers busy enough to
+// feel NOTIFY's serialised commits (8 clients, TPC-B) fill reads with more
+// and kept their throughput with every threshold up to ten (see
+// internal/bench/tried.md).
 const (
-	lingerAbove  = 3
+	lingerAbove  = 6
 	lingerFor    = 50 * time.Millisecond
 	watchEvery   = time.Millisecond
 	maxBusyPause = 10 * time.Millisecond
