@@ -140,8 +140,9 @@ BEGIN
 
     IF TG_NARGS >= 4 THEN
         -- Triggers with options call a function of their own
-        -- (functions/17_capture_with.sql); this path serves those
-        -- installed by an older version until Migrate points them there.
+        -- (functions/17_capture_with.sql); this path serves those an older
+        -- version installed that Migrate could not point there (see
+        -- cdc.refresh_capture_functions).
         filter := TG_ARGV[3];
         -- The statement is built by cdc.capture_sql and run here, where
         -- the transition tables are visible.

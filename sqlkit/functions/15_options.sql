@@ -159,17 +159,18 @@ END
 $fn$;
 
 -- cdc.capture_statement is cdc.capture_sql (below) with the statement's
--- inputs named by vars (schema, table, key columns, excluded and ignored columns:
--- parameters, or a function's variables) instead; of excl and ign, only
--- whether they are empty counts. into_clause, if not '', is put after the
--- statement's final SELECT list (' INTO v', for static SQL in PL/pgSQL).
-CREATE OR REPLACE FUNCTION cdc.capture_statement(op text, excl text[], ign text[], filter text,
+-- inputs named by vars (schema, table, key columns, excluded and ignored
+-- columns: parameters, or a function's variables); has_excl and has_ign say
+-- whether there are excluded and ignored columns. into_clause, if not '',
+-- is put after the statement's final SELECT list (' INTO v', for static SQL
+-- in PL/pgSQL).
+CREATE OR REPLACE FUNCTION cdc.capture_statement(op text, has_excl boolean, has_ign boolean, filter text,
                                                   vars text[], into_clause text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    img   text := CASE WHEN cardinality(excl) = 0 THEN 'to_json(%1$s)'
+    img   text := CASE WHEN NOT has_excl THEN 'to_json(%1$s)'
                        ELSE 'cdc.json_without(to_json(%1$s), ' || vars[4] || ')' END;
     holds text := CASE WHEN filter = '' THEN 'true'
                        ELSE 'coalesce((SELECT (' || filter || ') FROM (SELECT (%1$s).*) AS r), false)' END;
@@ -219,7 +220,7 @@ BEGIN
         SELECT (SELECT count(*) FROM updated) + (SELECT count(*) FROM deleted) + (SELECT count(*) FROM inserted)%11$s
         $sql$,
         replace(img, '%1$s', 'n.x'), replace(img, '%1$s', 'o.x'), replace(holds, '%1$s', 'n.x'), replace(holds, '%1$s', 'o.x'),
-        CASE WHEN cardinality(ign) = 0 THEN 'p.oj' ELSE 'cdc.json_overlay(p.oj, p.nj, ' || vars[5] || ')' END,
+        CASE WHEN NOT has_ign THEN 'p.oj' ELSE 'cdc.json_overlay(p.oj, p.nj, ' || vars[5] || ')' END,
         format(chunks, 'delete', '(SELECT p.oj AS j, row_number() OVER (ORDER BY p.pos) AS pos FROM p WHERE p.om AND NOT p.nm)'),
         format(chunks, 'insert', '(SELECT p.nj AS j, row_number() OVER (ORDER BY p.pos) AS pos FROM p WHERE p.nm AND NOT p.om)'),
         vars[1], vars[2], vars[3], into_clause);
@@ -241,6 +242,6 @@ CREATE OR REPLACE FUNCTION cdc.capture_sql(op text, excl text[], ign text[], fil
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-    SELECT cdc.capture_statement(op, excl, ign, filter,
+    SELECT cdc.capture_statement(op, cardinality(excl) > 0, cardinality(ign) > 0, filter,
                                  ARRAY['$1', '$2', '$3', quote_literal(excl) || '::text[]', quote_literal(ign) || '::text[]'], '')
 $fn$;

@@ -87,15 +87,17 @@ BEGIN
 END
 $fn$;
 
--- cdc.capture_function_name returns the name of the capture function for
--- trigger arguments args (see cdc.capture_args): 'capture' for none or
--- only 'partition', otherwise capture__ and 16 hex digits of the digest of
--- the options' shape.
-CREATE OR REPLACE FUNCTION cdc.capture_function_name(args text[]) RETURNS text
+-- cdc.capture_function_name returns the name of the function that
+-- captures action act ('insert', 'update', 'delete' or 'truncate') under
+-- trigger arguments args (see cdc.capture_args): 'capture' for a truncate,
+-- which carries no rows, and for no options (none or only 'partition');
+-- otherwise capture__ and 16 hex digits of the digest of the options'
+-- shape.
+CREATE OR REPLACE FUNCTION cdc.capture_function_name(args text[], act text) RETURNS text
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-    SELECT CASE WHEN cardinality(args) < 4 THEN 'capture'
+    SELECT CASE WHEN cardinality(args) < 4 OR act = 'truncate' THEN 'capture'
                 ELSE 'capture__' || left(md5(args[4] || '|' || (args[2] <> '{}')::text || '|' || (args[3] <> '{}')::text), 16) END
 $fn$;
 
@@ -111,10 +113,11 @@ AS $fn$
 $fn$;
 
 -- cdc.capture_function_sql returns the CREATE OR REPLACE FUNCTION statement
--- of the capture function called fname, for a row filter (as
--- cdc.check_row_filter printed it; '' for none) and whether there are
--- excluded and ignored columns. Its statements are cdc.capture_sql's, with
--- the function's variables in place of parameters.
+-- of the capture function for trigger arguments args with options (see
+-- cdc.capture_args, cdc.capture_function_name): their row filter, as
+-- cdc.check_row_filter printed it ('' for none), and whether there are
+-- excluded and ignored columns, make its statements, cdc.capture_statement's
+-- with the function's variables in place of parameters.
 --
 -- The function's variables are qualified by its block label, and columns
 -- win over variables (#variable_conflict use_column): the row filter names
@@ -122,16 +125,16 @@ $fn$;
 -- no longer fits the table (a column it uses was renamed or dropped) must
 -- not fail the application's write, nor lose its changes: they are then
 -- captured unfiltered, with a warning, as before the filter was set.
-CREATE OR REPLACE FUNCTION cdc.capture_function_sql(fname text, filter text, has_excl boolean, has_ign boolean)
-RETURNS text
+CREATE OR REPLACE FUNCTION cdc.capture_function_sql(args text[]) RETURNS text
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
+    fname    constant text := cdc.capture_function_name(args, 'insert');
+    filter   constant text := args[4];
+    has_excl constant boolean := args[2] <> '{}';
+    has_ign  constant boolean := args[3] <> '{}';
     vars constant text[] := ARRAY['pgrelay.sch', 'pgrelay.rel', 'pgrelay.keys', 'pgrelay.excl', 'pgrelay.ign'];
-    -- capture_sql only asks whether these are empty when given vars.
-    excl constant text[] := CASE WHEN has_excl THEN '{_}'::text[] ELSE '{}' END;
-    ign  constant text[] := CASE WHEN has_ign THEN '{_}'::text[] ELSE '{}' END;
     into_n constant text := ' INTO pgrelay.n';
     context constant text :=
         'SELECT c.sch, c.rel, c.keys, c.excl, c.ign INTO pgrelay.sch, pgrelay.rel, pgrelay.keys, pgrelay.excl, pgrelay.ign '
@@ -150,13 +153,13 @@ BEGIN
     END IF;
     capture := 'IF TG_OP = ''INSERT'' THEN' || E'\n'
         || CASE WHEN filter <> '' THEN 'IF ' || pre_new || E' THEN RETURN NULL; END IF;\n' ELSE '' END
-        || context || E'\n' || cdc.capture_statement('INSERT', excl, ign, filter, vars, into_n) || ';'
+        || context || E'\n' || cdc.capture_statement('INSERT', has_excl, has_ign, filter, vars, into_n) || ';'
         || E'\nELSIF TG_OP = ''DELETE'' THEN\n'
         || CASE WHEN filter <> '' THEN 'IF ' || pre_old || E' THEN RETURN NULL; END IF;\n' ELSE '' END
-        || context || E'\n' || cdc.capture_statement('DELETE', excl, ign, filter, vars, into_n) || ';'
+        || context || E'\n' || cdc.capture_statement('DELETE', has_excl, has_ign, filter, vars, into_n) || ';'
         || E'\nELSE\n'
         || CASE WHEN filter <> '' THEN 'IF ' || pre_new || ' AND ' || pre_old || E' THEN RETURN NULL; END IF;\n' ELSE '' END
-        || context || E'\n' || cdc.capture_statement('UPDATE', excl, ign, filter, vars, into_n) || E';\nEND IF;';
+        || context || E'\n' || cdc.capture_statement('UPDATE', has_excl, has_ign, filter, vars, into_n) || E';\nEND IF;';
     IF filter <> '' THEN
         capture := 'BEGIN' || E'\n' || capture || E'\n'
             || 'EXCEPTION WHEN OTHERS THEN' || E'\n'
@@ -216,7 +219,7 @@ DECLARE
 BEGIN
     FOR fn IN
         SELECT p.oid::regprocedure FROM pg_proc p
-        WHERE p.pronamespace = 'cdc'::regnamespace AND p.proname ~ '^capture__[0-9a-f]{16}$'
+        WHERE p.pronamespace = 'cdc'::regnamespace AND p.proname <> 'capture' AND cdc.is_capture_function(p.oid)
           AND NOT EXISTS (SELECT FROM pg_trigger t WHERE t.tgfoid = p.oid)
     LOOP
         BEGIN
@@ -245,16 +248,15 @@ BEGIN
     FOR t IN
         SELECT tg.tgrelid::regclass AS rel, substr(tg.tgname, 13) AS act, tg.tgfoid, cdc.trigger_args(tg.tgargs) AS args
         FROM pg_trigger tg
-        WHERE tg.tgname IN ('cdc_capture_insert', 'cdc_capture_update', 'cdc_capture_delete')
-          AND cdc.is_capture_function(tg.tgfoid)
+        WHERE tg.tgname LIKE 'cdc\_capture\_%' AND cdc.is_capture_function(tg.tgfoid)
         ORDER BY tg.tgrelid, tg.tgname
     LOOP
-        fname := cdc.capture_function_name(t.args);
+        fname := cdc.capture_function_name(t.args, t.act);
         IF fname = 'capture' THEN
             CONTINUE;
         END IF;
         IF fname <> ALL (made) THEN
-            EXECUTE cdc.capture_function_sql(fname, t.args[4], t.args[2] <> '{}', t.args[3] <> '{}');
+            EXECUTE cdc.capture_function_sql(t.args);
             made := made || fname;
         END IF;
         IF t.tgfoid <> format('cdc.%I()', fname)::regprocedure THEN

@@ -99,8 +99,8 @@ $fn$;
 -- Everything is checked before any trigger changes, and the change is one
 -- CREATE OR REPLACE TRIGGER per action (DROP for an action no longer
 -- captured), after the capture function for the options, if any, is made
--- (see 17_capture_with.sql), in the caller's transaction: every statement is captured under
--- the old options or the new ones, never twice or not at all. When nothing
+-- (see 17_capture_with.sql), in the caller's transaction: every statement
+-- is captured under the old options or the new ones, never twice or not at all. When nothing
 -- would change, it takes no lock on the table.
 CREATE OR REPLACE FUNCTION cdc.ensure_cdc_for(tbl regclass, actions text[] DEFAULT NULL,
                                                ignore_columns text[] DEFAULT NULL,
@@ -124,7 +124,6 @@ DECLARE
     made    text[] := '{}';
     cdc_owner name := (SELECT p.proowner::regrole::name FROM pg_proc p WHERE p.oid = 'cdc.capture()'::regprocedure);
     found_any boolean := false;
-    changed boolean := false;
     ops     text[] := '{}';
 BEGIN
     PERFORM cdc.check_cdc_target(tbl);
@@ -162,9 +161,7 @@ BEGIN
     FOR part IN SELECT ct.relid FROM cdc.capture_targets(tbl) ct LOOP
         args := cdc.capture_args(tbl, part, ign, excl, filter);
         FOREACH act IN ARRAY all_actions LOOP
-            -- Truncates carry no rows: cdc.capture() records them whatever
-            -- the options.
-            fname := CASE WHEN act = 'truncate' THEN 'capture' ELSE cdc.capture_function_name(args) END;
+            fname := cdc.capture_function_name(args, act);
             SELECT t.tgfoid = coalesce(to_regprocedure(format('cdc.%I()', fname)), 0) AS ours,
                    cdc.trigger_args(t.tgargs) AS targs INTO old
             FROM pg_trigger t WHERE t.tgrelid = part AND t.tgname = 'cdc_capture_' || act;
@@ -182,7 +179,7 @@ BEGIN
                             RAISE EXCEPTION 'table %: capture options need the role that ran relay migrate (%), or one of its members: ensure-cdc makes a capture function owned by it',
                                 tbl, cdc_owner USING ERRCODE = 'insufficient_privilege';
                         END IF;
-                        ops := ops || cdc.capture_function_sql(fname, args[4], args[2] <> '{}', args[3] <> '{}')
+                        ops := ops || cdc.capture_function_sql(args)
                                    || format('ALTER FUNCTION cdc.%I() OWNER TO %I', fname, cdc_owner);
                         made := made || fname;
                     END IF;
