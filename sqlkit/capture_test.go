@@ -194,11 +194,19 @@ func TestCaptureColumnTypeMapping(t *testing.T) {
 // TestCaptureJSONIgnoresWriterSession writes the same value under the
 // server's default settings and under a writer session that changed one
 // setting: the captured JSON must be the same, since consumers cannot know
-// how the writer's session was configured.
+// how the writer's session was configured. The same for a table with
+// options, whose capture function is its own.
 func TestCaptureJSONIgnoresWriterSession(t *testing.T) {
+	t.Run("cdc", func(t *testing.T) { testCaptureJSONIgnoresWriterSession(t, sqlkit.CaptureOptions{}) })
+	t.Run("options", func(t *testing.T) {
+		testCaptureJSONIgnoresWriterSession(t, sqlkit.CaptureOptions{Where: "id > 0"})
+	})
+}
+
+func testCaptureJSONIgnoresWriterSession(t *testing.T, opts sqlkit.CaptureOptions) {
 	t.Parallel()
 	ctx, pool := setup(t, `CREATE TABLE vals (id int PRIMARY KEY, v_tstz timestamptz, v_iv interval, v_bin bytea, v_f8 float8, v_f4 real, v_day date, v_ts timestamp)`)
-	_, err := sqlkit.EnsureCDCFor(ctx, pool, sqlkit.Table{Name: "vals"})
+	_, err := sqlkit.EnsureCDCWith(ctx, pool, opts, sqlkit.Table{Name: "vals"})
 	require.NoError(t, err)
 
 	tests := []struct {
@@ -225,11 +233,21 @@ func TestCaptureJSONIgnoresWriterSession(t *testing.T) {
 			base := 10 * (i + 1)
 			withServerDefaults(t, ctx, pool, fmt.Sprintf(`INSERT INTO vals (id, %s) VALUES (%d, %s)`, tt.col, base, tt.lit))
 			require.NoError(t, pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-				if _, err := tx.Exec(ctx, `SELECT set_config($1, $2, true)`, tt.setting, tt.value); err != nil {
+				var before string
+				if err := tx.QueryRow(ctx, `SELECT set_config($1, $2, true)`, tt.setting, tt.value).Scan(&before); err != nil {
 					return err
 				}
-				_, err := tx.Exec(ctx, fmt.Sprintf(`INSERT INTO vals (id, %s) VALUES (%d, %s)`, tt.col, base+1, tt.lit))
-				return err
+				if _, err := tx.Exec(ctx, fmt.Sprintf(`INSERT INTO vals (id, %s) VALUES (%d, %s)`, tt.col, base+1, tt.lit)); err != nil {
+					return err
+				}
+				// The capture gave the writer's session its settings back.
+				var value, path string
+				if err := tx.QueryRow(ctx, `SELECT current_setting($1), current_setting('search_path')`, tt.setting).Scan(&value, &path); err != nil {
+					return err
+				}
+				require.Equal(t, before, value)
+				require.Equal(t, `"$user", public`, path)
+				return nil
 			}))
 			var want, got json.RawMessage
 			for _, r := range rawOutbox(t, ctx, pool) {

@@ -369,21 +369,6 @@ func TestAllTables(t *testing.T) {
 	require.Equal(t, []sqlkit.Table{{"public", "a"}, {"public", "parted"}}, cdcTables)
 }
 
-func TestCaptureSurvivesHostileSearchPath(t *testing.T) {
-	t.Parallel()
-	ctx, pool := setup(t, `
-		CREATE TABLE items (id int PRIMARY KEY);
-		CREATE SCHEMA evil;
-		CREATE FUNCTION evil.to_jsonb(anyelement) RETURNS jsonb LANGUAGE sql AS $$ SELECT '"pwned"'::jsonb $$;
-		CREATE FUNCTION evil.pg_notify(text, text) RETURNS void LANGUAGE sql AS $$ SELECT $$;`)
-	_, err := sqlkit.EnsureCDCFor(ctx, pool, sqlkit.Table{Name: "items"})
-	require.NoError(t, err)
-	_, err = pool.Exec(ctx, `SET search_path = evil, public; INSERT INTO items VALUES (1)`)
-	require.NoError(t, err)
-	rows := readOutbox(t, ctx, pool)
-	require.Equal(t, map[string]any{"id": 1.0}, rows[0].Data)
-}
-
 func TestTableNamesRoundTrip(t *testing.T) {
 	tests := []struct {
 		in   string

@@ -9,9 +9,12 @@
 -- identical notifications of one transaction into one. It sends none while
 -- every relay is busy reading the outbox anyway.
 --
--- SECURITY DEFINER with a pinned search_path: application roles need no
--- privilege on cdc.*, and a hostile search_path cannot substitute functions
--- or operators used here.
+-- SECURITY DEFINER: application roles need no privilege on cdc.*. A
+-- hostile search_path cannot substitute functions or operators used here,
+-- nor the writer's settings change the JSON: the common path names
+-- everything with its schema and runs only where the settings fit, and the
+-- rest pins them first (functions/05_settings.sql explains why not with
+-- SET clauses on the function).
 --
 -- It never raises for the application's sake: if the table lost its primary
 -- key after CDC was enabled, events are still written, with a NULL key.
@@ -35,25 +38,21 @@
 CREATE OR REPLACE FUNCTION cdc.capture() RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
--- The JSON must not depend on the writer's session settings.
-SET TimeZone = 'UTC'
-SET IntervalStyle = 'postgres'
-SET bytea_output = 'hex'
-SET extra_float_digits = 3
 AS $fn$
 DECLARE
-    keys    text[];
+    -- Declared before any setting is pinned: types named by their schema.
+    keys    pg_catalog.text[];
     written bigint;
-    sch     text;
-    rel     text;
+    sch     pg_catalog.text;
+    rel     pg_catalog.text;
     gen     bigint;
-    cached  text;
+    cached  pg_catalog.text;
     nrows   bigint;
     nbytes  bigint;
-    excl    text[];
-    ign     text[];
-    filter  text;
+    excl    pg_catalog.text[];
+    ign     pg_catalog.text[];
+    filter  pg_catalog.text;
+    saved   pg_catalog.text[];
 BEGIN
     -- The common statement first, in as few PL/pgSQL steps as possible
     -- (each costs a microsecond or more, paid by every statement of every
@@ -64,181 +63,188 @@ BEGIN
     -- (no rows, too many, or no cached key), the general path below
     -- decides. Measured on pgbench's TPC-B statements, this took a fifth
     -- off what capture costs a transaction (see internal/bench/tried.md).
-    IF TG_NARGS = 0 AND TG_OP <> 'TRUNCATE' THEN
-        gen := pg_sequence_last_value(to_regclass('cdc.ddl_generation'));
-        cached := current_setting('cdc.keys_' || TG_RELID::oid::text, true);
-        IF split_part(cached, ':', 1) = gen::text THEN
-            IF TG_OP = 'UPDATE' THEN
+    -- Every name here has its schema, since the writer's search_path is in
+    -- force (see the header), and "OPERATOR(pg_catalog.=)" is "=".
+    IF TG_NARGS OPERATOR(pg_catalog.=) 0 AND TG_OP OPERATOR(pg_catalog.<>) 'TRUNCATE' AND cdc.capture_settings_ok() THEN
+        gen := pg_catalog.pg_sequence_last_value(pg_catalog.to_regclass('cdc.ddl_generation'));
+        cached := pg_catalog.current_setting('cdc.keys_' OPERATOR(pg_catalog.||) TG_RELID::pg_catalog.text, true);
+        IF pg_catalog.split_part(cached, ':', 1) OPERATOR(pg_catalog.=) gen::pg_catalog.text THEN
+            IF TG_OP OPERATOR(pg_catalog.=) 'UPDATE' THEN
                 INSERT INTO cdc.outbox (schema_name, table_name, action, events, key_columns, rows, old_rows)
-                SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'update', 2 * s.n,
-                       substr(cached, strpos(cached, ':') + 1)::text[], a.j,
-                       (SELECT json_agg(orow.*) FROM old_rows orow)
-                FROM (SELECT count(*) AS n, sum(pg_column_size(nr.*)) AS b FROM new_rows nr) s,
-                     LATERAL (SELECT json_agg(nr.*) AS j FROM new_rows nr
-                              WHERE s.n <= {{.UpdateChunkRows}} AND s.b <= {{.UpdateChunkBytes}}) a
+                SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'update', 2 OPERATOR(pg_catalog.*) s.n,
+                       pg_catalog.substr(cached, pg_catalog.strpos(cached, ':') OPERATOR(pg_catalog.+) 1)::pg_catalog.text[], a.j,
+                       (SELECT pg_catalog.json_agg(orow.*) FROM old_rows orow)
+                FROM (SELECT pg_catalog.count(*) AS n, pg_catalog.sum(pg_catalog.pg_column_size(nr.*)) AS b FROM new_rows nr) s,
+                     LATERAL (SELECT pg_catalog.json_agg(nr.*) AS j FROM new_rows nr
+                              WHERE s.n OPERATOR(pg_catalog.<=) {{.UpdateChunkRows}} AND s.b OPERATOR(pg_catalog.<=) {{.UpdateChunkBytes}}) a
                 WHERE a.j IS NOT NULL;
-            ELSIF TG_OP = 'INSERT' THEN
+            ELSIF TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN
                 INSERT INTO cdc.outbox (schema_name, table_name, action, events, key_columns, rows)
                 SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'insert', s.n,
-                       substr(cached, strpos(cached, ':') + 1)::text[], a.j
-                FROM (SELECT count(*) AS n, sum(pg_column_size(nr.*)) AS b FROM new_rows nr) s,
-                     LATERAL (SELECT json_agg(nr.*) AS j FROM new_rows nr
-                              WHERE s.n <= {{.InsertChunkRows}} AND s.b <= {{.InsertChunkBytes}}) a
+                       pg_catalog.substr(cached, pg_catalog.strpos(cached, ':') OPERATOR(pg_catalog.+) 1)::pg_catalog.text[], a.j
+                FROM (SELECT pg_catalog.count(*) AS n, pg_catalog.sum(pg_catalog.pg_column_size(nr.*)) AS b FROM new_rows nr) s,
+                     LATERAL (SELECT pg_catalog.json_agg(nr.*) AS j FROM new_rows nr
+                              WHERE s.n OPERATOR(pg_catalog.<=) {{.InsertChunkRows}} AND s.b OPERATOR(pg_catalog.<=) {{.InsertChunkBytes}}) a
                 WHERE a.j IS NOT NULL;
             ELSE
                 INSERT INTO cdc.outbox (schema_name, table_name, action, events, key_columns, rows)
                 SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'delete', s.n,
-                       substr(cached, strpos(cached, ':') + 1)::text[], a.j
-                FROM (SELECT count(*) AS n, sum(pg_column_size(orow.*)) AS b FROM old_rows orow) s,
-                     LATERAL (SELECT json_agg(orow.*) AS j FROM old_rows orow
-                              WHERE s.n <= {{.InsertChunkRows}} AND s.b <= {{.InsertChunkBytes}}) a
+                       pg_catalog.substr(cached, pg_catalog.strpos(cached, ':') OPERATOR(pg_catalog.+) 1)::pg_catalog.text[], a.j
+                FROM (SELECT pg_catalog.count(*) AS n, pg_catalog.sum(pg_catalog.pg_column_size(orow.*)) AS b FROM old_rows orow) s,
+                     LATERAL (SELECT pg_catalog.json_agg(orow.*) AS j FROM old_rows orow
+                              WHERE s.n OPERATOR(pg_catalog.<=) {{.InsertChunkRows}} AND s.b OPERATOR(pg_catalog.<=) {{.InsertChunkBytes}}) a
                 WHERE a.j IS NOT NULL;
             END IF;
             GET DIAGNOSTICS written = ROW_COUNT;
-            IF written > 0 THEN
+            IF written OPERATOR(pg_catalog.>) 0 THEN
                 -- As at the end of the general path.
-                IF pg_sequence_last_value('cdc.relay_wake_enter') > pg_sequence_last_value('cdc.relay_wake_leave') THEN
-                    PERFORM pg_notify('{{.NotifyChannel}}', pg_current_xact_id()::text);
+                IF pg_catalog.pg_sequence_last_value('cdc.relay_wake_enter') OPERATOR(pg_catalog.>) pg_catalog.pg_sequence_last_value('cdc.relay_wake_leave') THEN
+                    PERFORM pg_catalog.pg_notify('{{.NotifyChannel}}', pg_catalog.pg_current_xact_id()::pg_catalog.text);
                 END IF;
                 RETURN NULL;
             END IF;
         END IF;
     END IF;
 
-    -- The event's schema and table (a partition's root), the key columns
-    -- and the option columns' names (functions/17_capture_with.sql).
-    SELECT c.sch, c.rel, c.keys, c.excl, c.ign INTO sch, rel, keys, excl, ign
-    FROM cdc.capture_context(TG_RELID, TG_ARGV, TG_TABLE_SCHEMA, TG_TABLE_NAME) c;
+    -- The general path: the settings pinned first, so that the rest names
+    -- things plainly; every way out of the block below passes the
+    -- restore after it.
+    saved := cdc.capture_pin();
+    <<general>>
+    BEGIN
+        -- The event's schema and table (a partition's root), the key columns
+        -- and the option columns' names (functions/17_capture_with.sql).
+        SELECT c.sch, c.rel, c.keys, c.excl, c.ign INTO sch, rel, keys, excl, ign
+        FROM cdc.capture_context(TG_RELID, TG_ARGV, TG_TABLE_SCHEMA, TG_TABLE_NAME) c;
 
-    IF TG_OP = 'TRUNCATE' THEN
-        -- A partition truncated on its own is reported on the partitioned
-        -- table with the partition's name in data. TRUNCATE of the
-        -- partitioned table fires its own trigger first, then its
-        -- partitions': they see its event as this transaction's latest and
-        -- add nothing.
-        IF TG_NARGS > 0 AND TG_ARGV[0] = 'partition' AND EXISTS (
-            SELECT 1 FROM (
-                SELECT o.action, o.data, o.schema_name, o.table_name FROM cdc.outbox o
-                WHERE o.txid = pg_current_xact_id()
-                ORDER BY o.txid DESC, o.id DESC LIMIT 1
-            ) latest
-            WHERE latest.action = 'truncate' AND latest.data IS NULL
-              AND latest.schema_name = sch AND latest.table_name = rel
-        ) THEN
-            RETURN NULL;
+        IF TG_OP = 'TRUNCATE' THEN
+            -- A partition truncated on its own is reported on the partitioned
+            -- table with the partition's name in data. TRUNCATE of the
+            -- partitioned table fires its own trigger first, then its
+            -- partitions': they see its event as this transaction's latest and
+            -- add nothing.
+            IF TG_NARGS > 0 AND TG_ARGV[0] = 'partition' AND EXISTS (
+                SELECT 1 FROM (
+                    SELECT o.action, o.data, o.schema_name, o.table_name FROM cdc.outbox o
+                    WHERE o.txid = pg_current_xact_id()
+                    ORDER BY o.txid DESC, o.id DESC LIMIT 1
+                ) latest
+                WHERE latest.action = 'truncate' AND latest.data IS NULL
+                  AND latest.schema_name = sch AND latest.table_name = rel
+            ) THEN
+                EXIT general;
+            END IF;
+            INSERT INTO cdc.outbox (schema_name, table_name, action, data)
+            VALUES (sch, rel, 'truncate',
+                    CASE WHEN TG_NARGS > 0 THEN
+                        jsonb_build_object('partition', TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME)
+                    END);
+            written := 1;
+            EXIT general;
         END IF;
-        INSERT INTO cdc.outbox (schema_name, table_name, action, data)
-        VALUES (sch, rel, 'truncate',
-                CASE WHEN TG_NARGS > 0 THEN
-                    jsonb_build_object('partition', TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME)
-                END);
-        IF pg_sequence_last_value('cdc.relay_wake_enter') > pg_sequence_last_value('cdc.relay_wake_leave') THEN
-            PERFORM pg_notify('{{.NotifyChannel}}', pg_current_xact_id()::text);
-        END IF;
-        RETURN NULL;
-    END IF;
 
-    IF TG_NARGS >= 4 THEN
-        -- Triggers with options call a function of their own
-        -- (functions/17_capture_with.sql); this path serves those an older
-        -- version installed that Migrate could not point there (see
-        -- cdc.refresh_capture_functions).
-        filter := TG_ARGV[3];
-        -- The statement is built by cdc.capture_sql and run here, where
-        -- the transition tables are visible.
-        IF filter = '' THEN
-            EXECUTE cdc.capture_sql(TG_OP, excl, ign, '') INTO written USING sch, rel, keys;
-        ELSE
-            BEGIN
-                EXECUTE cdc.capture_sql(TG_OP, excl, ign, filter) INTO written USING sch, rel, keys;
-            EXCEPTION WHEN OTHERS THEN
-                -- A filter that no longer fits the table (a column it uses
-                -- was renamed or dropped) must not fail the application's
-                -- write, nor lose its changes: they are captured unfiltered.
-                RAISE WARNING 'pgrelay: the row filter of %.% failed (%); this statement''s rows are captured unfiltered: run relay ensure-cdc again',
-                    sch, rel, SQLERRM;
+        IF TG_NARGS >= 4 THEN
+            -- Triggers with options call a function of their own
+            -- (functions/17_capture_with.sql); this path serves those an older
+            -- version installed that Migrate could not point there (see
+            -- cdc.refresh_capture_functions).
+            filter := TG_ARGV[3];
+            -- The statement is built by cdc.capture_sql and run here, where
+            -- the transition tables are visible.
+            IF filter = '' THEN
                 EXECUTE cdc.capture_sql(TG_OP, excl, ign, '') INTO written USING sch, rel, keys;
-            END;
-        END IF;
-    ELSIF TG_OP IN ('INSERT', 'DELETE') THEN
-        -- Inserted and deleted rows go into the outbox as chunks: one outbox
-        -- row holds up to {{.InsertChunkRows}} row images as a JSON array (see the header
-        -- of this migration). The relay derives each event's key from
-        -- key_columns. Small statements, the vast majority, are one chunk;
-        -- larger ones, or ones with large rows, are cut so that no chunk
-        -- comes near PostgreSQL's 1 GB limit on a value.
-        IF TG_OP = 'INSERT' THEN
+            ELSE
+                BEGIN
+                    EXECUTE cdc.capture_sql(TG_OP, excl, ign, filter) INTO written USING sch, rel, keys;
+                EXCEPTION WHEN OTHERS THEN
+                    -- A filter that no longer fits the table (a column it uses
+                    -- was renamed or dropped) must not fail the application's
+                    -- write, nor lose its changes: they are captured unfiltered.
+                    RAISE WARNING 'pgrelay: the row filter of %.% failed (%); this statement''s rows are captured unfiltered: run relay ensure-cdc again',
+                        sch, rel, SQLERRM;
+                    EXECUTE cdc.capture_sql(TG_OP, excl, ign, '') INTO written USING sch, rel, keys;
+                END;
+            END IF;
+        ELSIF TG_OP IN ('INSERT', 'DELETE') THEN
+            -- Inserted and deleted rows go into the outbox as chunks: one outbox
+            -- row holds up to {{.InsertChunkRows}} row images as a JSON array (see the header
+            -- of this migration). The relay derives each event's key from
+            -- key_columns. Small statements, the vast majority, are one chunk;
+            -- larger ones, or ones with large rows, are cut so that no chunk
+            -- comes near PostgreSQL's 1 GB limit on a value.
+            IF TG_OP = 'INSERT' THEN
+                SELECT count(*), sum(pg_column_size(nr.*)) INTO nrows, nbytes FROM new_rows nr;
+            ELSE
+                SELECT count(*), sum(pg_column_size(orow.*)) INTO nrows, nbytes FROM old_rows orow;
+            END IF;
+            IF nrows = 0 THEN
+                EXIT general;
+            END IF;
+            -- pg_column_size counts stored (possibly compressed) bytes; 256 kB
+            -- stays far below 1 GB of JSON however well the values compressed.
+            IF nrows <= {{.InsertChunkRows}} AND nbytes <= {{.InsertChunkBytes}} THEN
+                IF TG_OP = 'INSERT' THEN
+                    INSERT INTO cdc.outbox (schema_name, table_name, action, events, key_columns, rows)
+                    SELECT sch, rel, 'insert', count(*), keys, json_agg(nr.*) FROM new_rows nr;
+                ELSE
+                    INSERT INTO cdc.outbox (schema_name, table_name, action, events, key_columns, rows)
+                    SELECT sch, rel, 'delete', count(*), keys, json_agg(orow.*) FROM old_rows orow;
+                END IF;
+            ELSE
+                -- Chunks of at most {{.InsertChunkRows}} rows and about {{.ChunkJSONBytes}} bytes of JSON, in the
+                -- statement's row order (ids are taken in ORDER BY order). Both
+                -- bucket numbers grow with pos, so every chunk is a run of rows.
+                IF TG_OP = 'INSERT' THEN
+                    INSERT INTO cdc.outbox (schema_name, table_name, action, events, key_columns, rows)
+                    SELECT sch, rel, 'insert', count(*), keys, json_agg(w.j ORDER BY w.pos)
+                    FROM (SELECT r.j, r.pos, sum(pg_column_size(r.j)) OVER (ORDER BY r.pos) AS upto
+                          FROM (SELECT to_json(nr.*) AS j, row_number() OVER () AS pos FROM new_rows nr) r) w
+                    GROUP BY (w.pos - 1) / {{.InsertChunkRows}}, w.upto / {{.ChunkJSONBytes}}
+                    ORDER BY min(w.pos);
+                ELSE
+                    INSERT INTO cdc.outbox (schema_name, table_name, action, events, key_columns, rows)
+                    SELECT sch, rel, 'delete', count(*), keys, json_agg(w.j ORDER BY w.pos)
+                    FROM (SELECT r.j, r.pos, sum(pg_column_size(r.j)) OVER (ORDER BY r.pos) AS upto
+                          FROM (SELECT to_json(orow.*) AS j, row_number() OVER () AS pos FROM old_rows orow) r) w
+                    GROUP BY (w.pos - 1) / {{.InsertChunkRows}}, w.upto / {{.ChunkJSONBytes}}
+                    ORDER BY min(w.pos);
+                END IF;
+            END IF;
+            written := nrows;
+        ELSE
+            -- UPDATE: chunks too, with the new rows in "rows" and the old ones in
+            -- "old_rows", two JSON arrays in step: PostgreSQL fills the
+            -- transition tables together, so the i-th old row is the i-th new
+            -- row before the statement. The relay pairs them: a row whose key
+            -- changed is reported as a delete of the old key and an insert of
+            -- the new one, a row that did not change is not reported, and the
+            -- others as updates with their changed columns. Each updated row
+            -- takes two event ids (the second for the insert of a changed key),
+            -- so "events" counts ids here, and chunks hold at most {{.UpdateChunkRows}} rows.
             SELECT count(*), sum(pg_column_size(nr.*)) INTO nrows, nbytes FROM new_rows nr;
-        ELSE
-            SELECT count(*), sum(pg_column_size(orow.*)) INTO nrows, nbytes FROM old_rows orow;
-        END IF;
-        IF nrows = 0 THEN
-            RETURN NULL;
-        END IF;
-        -- pg_column_size counts stored (possibly compressed) bytes; 256 kB
-        -- stays far below 1 GB of JSON however well the values compressed.
-        IF nrows <= {{.InsertChunkRows}} AND nbytes <= {{.InsertChunkBytes}} THEN
-            IF TG_OP = 'INSERT' THEN
-                INSERT INTO cdc.outbox (schema_name, table_name, action, events, key_columns, rows)
-                SELECT sch, rel, 'insert', count(*), keys, json_agg(nr.*) FROM new_rows nr;
-            ELSE
-                INSERT INTO cdc.outbox (schema_name, table_name, action, events, key_columns, rows)
-                SELECT sch, rel, 'delete', count(*), keys, json_agg(orow.*) FROM old_rows orow;
+            IF nrows = 0 THEN
+                EXIT general;
             END IF;
-        ELSE
-            -- Chunks of at most {{.InsertChunkRows}} rows and about {{.ChunkJSONBytes}} bytes of JSON, in the
-            -- statement's row order (ids are taken in ORDER BY order). Both
-            -- bucket numbers grow with pos, so every chunk is a run of rows.
-            IF TG_OP = 'INSERT' THEN
-                INSERT INTO cdc.outbox (schema_name, table_name, action, events, key_columns, rows)
-                SELECT sch, rel, 'insert', count(*), keys, json_agg(w.j ORDER BY w.pos)
-                FROM (SELECT r.j, r.pos, sum(pg_column_size(r.j)) OVER (ORDER BY r.pos) AS upto
-                      FROM (SELECT to_json(nr.*) AS j, row_number() OVER () AS pos FROM new_rows nr) r) w
-                GROUP BY (w.pos - 1) / {{.InsertChunkRows}}, w.upto / {{.ChunkJSONBytes}}
-                ORDER BY min(w.pos);
+            IF nrows <= {{.UpdateChunkRows}} AND nbytes <= {{.UpdateChunkBytes}} THEN
+                INSERT INTO cdc.outbox (schema_name, table_name, action, events, key_columns, rows, old_rows)
+                SELECT sch, rel, 'update', 2 * nrows, keys,
+                       (SELECT json_agg(nr.*) FROM new_rows nr),
+                       (SELECT json_agg(orow.*) FROM old_rows orow);
             ELSE
-                INSERT INTO cdc.outbox (schema_name, table_name, action, events, key_columns, rows)
-                SELECT sch, rel, 'delete', count(*), keys, json_agg(w.j ORDER BY w.pos)
-                FROM (SELECT r.j, r.pos, sum(pg_column_size(r.j)) OVER (ORDER BY r.pos) AS upto
-                      FROM (SELECT to_json(orow.*) AS j, row_number() OVER () AS pos FROM old_rows orow) r) w
-                GROUP BY (w.pos - 1) / {{.InsertChunkRows}}, w.upto / {{.ChunkJSONBytes}}
+                INSERT INTO cdc.outbox (schema_name, table_name, action, events, key_columns, rows, old_rows)
+                SELECT sch, rel, 'update', 2 * count(*), keys,
+                       json_agg(w.nj ORDER BY w.pos), json_agg(w.oj ORDER BY w.pos)
+                FROM (SELECT n.pos, n.j AS nj, o.j AS oj,
+                             sum(pg_column_size(n.j) + pg_column_size(o.j)) OVER (ORDER BY n.pos) AS upto
+                      FROM (SELECT to_json(nr.*) AS j, row_number() OVER () AS pos FROM new_rows nr) n
+                      JOIN (SELECT to_json(orow.*) AS j, row_number() OVER () AS pos FROM old_rows orow) o
+                        ON o.pos = n.pos) w
+                GROUP BY (w.pos - 1) / {{.UpdateChunkRows}}, w.upto / {{.ChunkJSONBytes}}
                 ORDER BY min(w.pos);
             END IF;
+            written := nrows;
         END IF;
-        written := nrows;
-    ELSE
-        -- UPDATE: chunks too, with the new rows in "rows" and the old ones in
-        -- "old_rows", two JSON arrays in step: PostgreSQL fills the
-        -- transition tables together, so the i-th old row is the i-th new
-        -- row before the statement. The relay pairs them: a row whose key
-        -- changed is reported as a delete of the old key and an insert of
-        -- the new one, a row that did not change is not reported, and the
-        -- others as updates with their changed columns. Each updated row
-        -- takes two event ids (the second for the insert of a changed key),
-        -- so "events" counts ids here, and chunks hold at most {{.UpdateChunkRows}} rows.
-        SELECT count(*), sum(pg_column_size(nr.*)) INTO nrows, nbytes FROM new_rows nr;
-        IF nrows = 0 THEN
-            RETURN NULL;
-        END IF;
-        IF nrows <= {{.UpdateChunkRows}} AND nbytes <= {{.UpdateChunkBytes}} THEN
-            INSERT INTO cdc.outbox (schema_name, table_name, action, events, key_columns, rows, old_rows)
-            SELECT sch, rel, 'update', 2 * nrows, keys,
-                   (SELECT json_agg(nr.*) FROM new_rows nr),
-                   (SELECT json_agg(orow.*) FROM old_rows orow);
-        ELSE
-            INSERT INTO cdc.outbox (schema_name, table_name, action, events, key_columns, rows, old_rows)
-            SELECT sch, rel, 'update', 2 * count(*), keys,
-                   json_agg(w.nj ORDER BY w.pos), json_agg(w.oj ORDER BY w.pos)
-            FROM (SELECT n.pos, n.j AS nj, o.j AS oj,
-                         sum(pg_column_size(n.j) + pg_column_size(o.j)) OVER (ORDER BY n.pos) AS upto
-                  FROM (SELECT to_json(nr.*) AS j, row_number() OVER () AS pos FROM new_rows nr) n
-                  JOIN (SELECT to_json(orow.*) AS j, row_number() OVER () AS pos FROM old_rows orow) o
-                    ON o.pos = n.pos) w
-            GROUP BY (w.pos - 1) / {{.UpdateChunkRows}}, w.upto / {{.ChunkJSONBytes}}
-            ORDER BY min(w.pos);
-        END IF;
-        written := nrows;
-    END IF;
+    END general;
 
     -- Notify only when a relay waits for it (see cdc.relay_wake_enter), and
     -- only after the outbox rows are written: the relay relies on a writer
@@ -247,6 +253,7 @@ BEGIN
        AND pg_sequence_last_value('cdc.relay_wake_enter') > pg_sequence_last_value('cdc.relay_wake_leave') THEN
         PERFORM pg_notify('{{.NotifyChannel}}', pg_current_xact_id()::text);
     END IF;
+    PERFORM cdc.capture_unpin(saved);
     RETURN NULL;
 END
 $fn$;

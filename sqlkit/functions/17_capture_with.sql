@@ -152,40 +152,42 @@ BEGIN
         pre_old := 'NOT EXISTS (SELECT FROM old_rows x WHERE (' || filter || ') IS TRUE)';
     END IF;
     capture := 'IF TG_OP = ''INSERT'' THEN' || E'\n'
-        || CASE WHEN filter <> '' THEN 'IF ' || pre_new || E' THEN RETURN NULL; END IF;\n' ELSE '' END
+        || CASE WHEN filter <> '' THEN 'IF ' || pre_new || E' THEN EXIT capture; END IF;\n' ELSE '' END
         || context || E'\n' || cdc.capture_statement('INSERT', has_excl, has_ign, filter, vars, into_n) || ';'
         || E'\nELSIF TG_OP = ''DELETE'' THEN\n'
-        || CASE WHEN filter <> '' THEN 'IF ' || pre_old || E' THEN RETURN NULL; END IF;\n' ELSE '' END
+        || CASE WHEN filter <> '' THEN 'IF ' || pre_old || E' THEN EXIT capture; END IF;\n' ELSE '' END
         || context || E'\n' || cdc.capture_statement('DELETE', has_excl, has_ign, filter, vars, into_n) || ';'
         || E'\nELSE\n'
-        || CASE WHEN filter <> '' THEN 'IF ' || pre_new || ' AND ' || pre_old || E' THEN RETURN NULL; END IF;\n' ELSE '' END
+        || CASE WHEN filter <> '' THEN 'IF ' || pre_new || ' AND ' || pre_old || E' THEN EXIT capture; END IF;\n' ELSE '' END
         || context || E'\n' || cdc.capture_statement('UPDATE', has_excl, has_ign, filter, vars, into_n) || E';\nEND IF;';
+    capture := E'<<capture>>\nBEGIN\n' || capture || E'\n';
     IF filter <> '' THEN
-        capture := 'BEGIN' || E'\n' || capture || E'\n'
+        capture := capture
             || 'EXCEPTION WHEN OTHERS THEN' || E'\n'
             || 'RAISE WARNING ''pgrelay: the row filter of %.% failed (%); this statement''''s rows are captured unfiltered: run relay ensure-cdc again'', '
             || 'TG_TABLE_SCHEMA, TG_TABLE_NAME, SQLERRM;' || E'\n'
             || context || E'\n'
             || 'EXECUTE cdc.capture_sql(TG_OP, pgrelay.excl, pgrelay.ign, '''') INTO pgrelay.n '
-            || 'USING pgrelay.sch, pgrelay.rel, pgrelay.keys;' || E'\n'
-            || 'END;';
+            || 'USING pgrelay.sch, pgrelay.rel, pgrelay.keys;' || E'\n';
     END IF;
+    capture := capture || 'END capture;';
     body := E'#variable_conflict use_column\n<<pgrelay>>\nDECLARE\n'
-        || E'    sch text;\n    rel text;\n    keys text[];\n    excl text[];\n    ign text[];\n    n bigint;\n'
-        || E'BEGIN\n' || capture || E'\n'
+        || E'    sch text;\n    rel text;\n    keys text[];\n    excl text[];\n    ign text[];\n    n bigint;\n    saved text[];\n'
+        -- The settings the JSON depends on, pinned only where the session's
+        -- differ (functions/05_settings.sql), and before the block, whose
+        -- failure would undo them.
+        || E'BEGIN\nIF NOT cdc.capture_settings_ok() THEN\n    pgrelay.saved := cdc.capture_pin();\nEND IF;\n'
+        || capture || E'\n'
         -- As in cdc.capture(): notify only when a relay waits for it, after
         -- the outbox rows are written.
         || 'IF pgrelay.n > 0 AND pg_sequence_last_value(''cdc.relay_wake_enter'') > pg_sequence_last_value(''cdc.relay_wake_leave'') THEN'
         || E'\n    PERFORM pg_notify(''{{.NotifyChannel}}'', pg_current_xact_id()::text);\nEND IF;\n'
+        || E'IF pgrelay.saved IS NOT NULL THEN\n    PERFORM cdc.capture_unpin(pgrelay.saved);\nEND IF;\n'
         || E'RETURN NULL;\nEND';
     RETURN format($sql$CREATE OR REPLACE FUNCTION cdc.%I() RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET TimeZone = 'UTC'
-SET IntervalStyle = 'postgres'
-SET bytea_output = 'hex'
-SET extra_float_digits = 3
 AS %L$sql$, fname, body);
 END
 $fn$;

@@ -1,0 +1,64 @@
+-- The settings a capture must not take from the writer's session: the
+-- search_path its SQL resolves names with (it runs SECURITY DEFINER, so a
+-- hostile one could substitute functions or operators), and those the JSON
+-- of a row depends on (timestamptz offsets, interval, bytea and float text).
+--
+-- cdc.capture() does not pin them with SET clauses on the function: those
+-- cost every call a save and restore of the settings, about a sixth of what
+-- capture adds to a one-row statement (internal/bench/tried.md), paid even
+-- where the session already has the right values, as almost every one has.
+-- Instead its common path is written with every name schema-qualified and
+-- runs only while cdc.capture_settings_ok() holds; otherwise it pins the
+-- settings with cdc.capture_pin() for the rest of its work and restores
+-- them with cdc.capture_unpin(). A statement that fails aborts its
+-- transaction or savepoint, which undoes the pinning with it.
+--
+-- These functions run with the writer's search_path: every name in them is
+-- schema-qualified.
+
+-- cdc.capture_pin sets the capture's settings for the transaction and
+-- returns the values they had, for cdc.capture_unpin. The one list of them.
+CREATE OR REPLACE FUNCTION cdc.capture_pin() RETURNS pg_catalog.text[]
+LANGUAGE plpgsql
+AS $fn$
+DECLARE
+    names constant pg_catalog.text[] := '{search_path,TimeZone,IntervalStyle,bytea_output,extra_float_digits}';
+    vals  constant pg_catalog.text[] := '{"pg_catalog, pg_temp",UTC,postgres,hex,3}';
+    old   pg_catalog.text[] := '{}';
+BEGIN
+    FOR i IN 1..5 LOOP
+        old[i] := pg_catalog.current_setting(names[i]);
+        PERFORM pg_catalog.set_config(names[i], vals[i], true);
+    END LOOP;
+    RETURN old;
+END
+$fn$;
+
+-- cdc.capture_unpin gives the settings cdc.capture_pin set back the values
+-- it returned.
+CREATE OR REPLACE FUNCTION cdc.capture_unpin(old pg_catalog.text[]) RETURNS void
+LANGUAGE plpgsql
+AS $fn$
+DECLARE
+    names constant pg_catalog.text[] := '{search_path,TimeZone,IntervalStyle,bytea_output,extra_float_digits}';
+BEGIN
+    FOR i IN 1..5 LOOP
+        PERFORM pg_catalog.set_config(names[i], old[i], true);
+    END LOOP;
+END
+$fn$;
+
+-- cdc.capture_settings_ok tells whether the session's settings give the
+-- JSON cdc.capture_pin's values would: a time zone that is UTC by another
+-- name, and any extra_float_digits above 0 (all print floats exactly).
+-- search_path is not asked: the code that runs while this holds names
+-- everything with its schema. A plain SQL expression, so that the planner
+-- inlines it into the caller's.
+CREATE OR REPLACE FUNCTION cdc.capture_settings_ok() RETURNS boolean
+LANGUAGE sql STABLE
+AS $fn$
+    SELECT pg_catalog.current_setting('TimeZone') OPERATOR(pg_catalog.=) ANY ('{UTC,Etc/UTC}'::pg_catalog.text[])
+       AND pg_catalog.current_setting('IntervalStyle') OPERATOR(pg_catalog.=) 'postgres'
+       AND pg_catalog.current_setting('bytea_output') OPERATOR(pg_catalog.=) 'hex'
+       AND pg_catalog.current_setting('extra_float_digits')::pg_catalog.int4 OPERATOR(pg_catalog.>) 0
+$fn$;
