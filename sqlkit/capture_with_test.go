@@ -2,6 +2,7 @@ package sqlkit_test
 
 import (
 	"context"
+	"net/url"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -169,4 +170,47 @@ func TestCaptureOptionsNeedTheMigratingRole(t *testing.T) {
 	require.Empty(t, made)
 	require.Equal(t, map[string]string{"b": "cdc.capture"}, calls)
 	require.Equal(t, []event{{"insert", "2", `{"id":2,"n":2}`, ""}}, readEvents(t, migrator))
+}
+
+// TestCaptureFunctionsRefreshLeavesOthersTriggers: when Migrate may not
+// replace a trigger an older version installed (a table owner installed
+// it, and the role that migrates neither owns the table nor is superuser),
+// it still succeeds, and the table stays captured with its options by
+// cdc.capture().
+func TestCaptureFunctionsRefreshLeavesOthersTriggers(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	admin := testenv.Pool(t, testenv.AdminURL())
+	// Made before the database, so that they are dropped after it.
+	migratorRole, migratorURL := testenv.NewRole(t, testenv.AdminURL(), "pgrelay_owner_")
+	ownerRole, ownerURL := testenv.NewRole(t, testenv.AdminURL(), "pgrelay_tables_")
+	dbURL := testenv.NewDatabase(t)
+	u, err := url.Parse(dbURL)
+	require.NoError(t, err)
+	dbName := u.Path[1:]
+	_, err = admin.Exec(ctx, `ALTER DATABASE `+pgx.Identifier{dbName}.Sanitize()+` OWNER TO `+pgx.Identifier{migratorRole}.Sanitize())
+	require.NoError(t, err)
+	migrator := testenv.Pool(t, testenv.WithDatabase(migratorURL, dbName))
+	require.NoError(t, sqlkit.Migrate(ctx, migrator))
+	_, err = migrator.Exec(ctx, `GRANT USAGE ON SCHEMA cdc TO `+pgx.Identifier{ownerRole}.Sanitize()+`;
+		GRANT CREATE ON SCHEMA public TO `+pgx.Identifier{ownerRole}.Sanitize())
+	require.NoError(t, err)
+
+	// An older pgrelay's trigger, installed by the table's owner.
+	owner := testenv.Pool(t, testenv.WithDatabase(ownerURL, dbName))
+	_, err = owner.Exec(ctx, `CREATE TABLE b (id int PRIMARY KEY, n int);
+		CREATE TRIGGER cdc_capture_insert AFTER INSERT ON b REFERENCING NEW TABLE AS new_rows
+			FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture('', '{}', '{}', '(n > 0)')`)
+	require.NoError(t, err)
+
+	_, err = migrator.Exec(ctx, `UPDATE cdc.code_version SET digest = 'other'`)
+	require.NoError(t, err)
+	require.NoError(t, sqlkit.Migrate(ctx, migrator))
+	calls, made := captureFunctions(t, ctx, migrator)
+	require.Equal(t, map[string]string{"b": "cdc.capture"}, calls)
+	require.Empty(t, made, "the function no trigger could be pointed at is not kept")
+
+	_, err = owner.Exec(ctx, `INSERT INTO b VALUES (1, 1), (2, -1)`)
+	require.NoError(t, err)
+	require.Equal(t, []event{{"insert", "1", `{"id":1,"n":1}`, ""}}, readEvents(t, migrator))
 }

@@ -172,7 +172,7 @@ BEGIN
     END IF;
     capture := capture || 'END capture;';
     body := E'#variable_conflict use_column\n<<pgrelay>>\nDECLARE\n'
-        || E'    sch text;\n    rel text;\n    keys text[];\n    excl text[];\n    ign text[];\n    n bigint;\n    saved text[];\n'
+        || E'    sch text;\n    rel text;\n    keys text[];\n    excl text[];\n    ign text[];\n    n bigint := 0;\n    saved text[];\n'
         -- The settings the JSON depends on, pinned only where the session's
         -- differ (functions/05_settings.sql), and before the block, whose
         -- failure would undo them.
