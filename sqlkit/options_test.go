@@ -2,6 +2,7 @@ package sqlkit_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -263,4 +264,41 @@ func TestCaptureOptionsFollowRenames(t *testing.T) {
 	tables, err := sqlkit.CapturedTables(ctx, pool)
 	require.NoError(t, err)
 	require.Equal(t, []string{"hidden"}, tables[0].Options.ExcludeColumns)
+}
+
+// TestCaptureOptionsWithColumnsNamedLikeTheirSQL: a table whose columns are
+// called as the capture's statements call their aliases and variables (x,
+// the transition table's alias; pos, j, m, n; sch, rel, keys) is captured
+// with all its options like any other: a bare name in those statements
+// would have meant the column.
+func TestCaptureOptionsWithColumnsNamedLikeTheirSQL(t *testing.T) {
+	t.Parallel()
+	ctx, pool := setup(t, `CREATE TABLE odd (id int PRIMARY KEY, x text, pos int, j int, m int, n int, sch text, rel text, keys text)`)
+	_, err := sqlkit.EnsureCDCWith(ctx, pool, sqlkit.CaptureOptions{
+		Where:          "x <> 'skip' AND n > 0",
+		ExcludeColumns: []string{"j"},
+		IgnoreColumns:  []string{"pos"},
+	}, sqlkit.Table{Name: "odd"})
+	require.NoError(t, err)
+	for _, q := range []string{
+		`INSERT INTO odd VALUES (1, 'a', 1, 1, 1, 1, 's', 'r', 'k'), (2, 'skip', 2, 2, 2, 2, 's', 'r', 'k')`,
+		`UPDATE odd SET pos = 10 WHERE id = 1`,        // only an ignored column: nothing
+		`UPDATE odd SET m = 5, pos = 11 WHERE id = 1`, // m changed
+		`UPDATE odd SET x = 'skip' WHERE id = 1`,      // out of the filter: a delete
+		`UPDATE odd SET x = 'b' WHERE id = 2`,         // into it: an insert
+		`DELETE FROM odd WHERE id = 2`,
+	} {
+		_, err := pool.Exec(ctx, q)
+		require.NoError(t, err, q)
+	}
+	row := func(id int, x string, pos, m, n int) string {
+		return fmt.Sprintf(`{"id":%d,"keys":"k","m":%d,"n":%d,"pos":%d,"rel":"r","sch":"s","x":%q}`, id, m, n, pos, x)
+	}
+	require.Equal(t, []event{
+		{"insert", "1", row(1, "a", 1, 1, 1), ""},
+		{"update", "1", row(1, "a", 11, 5, 1), `[{"field":"m","new":5,"old":1}]`},
+		{"delete", "1", row(1, "a", 11, 5, 1), ""},
+		{"insert", "2", row(2, "b", 2, 2, 2), ""},
+		{"delete", "2", row(2, "b", 2, 2, 2), ""},
+	}, readEvents(t, pool))
 }

@@ -170,12 +170,15 @@ LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    img   text := CASE WHEN NOT has_excl THEN 'to_json(%1$s)'
-                       ELSE 'cdc.json_without(to_json(%1$s), ' || vars[4] || ')' END;
-    holds text := CASE WHEN filter = '' THEN 'true'
-                       ELSE 'coalesce((SELECT (' || filter || ') FROM (SELECT (%1$s).*) AS r), false)' END;
-    -- img and holds are templates for a row (%1$s, filled in with
-    -- replace(): the filter may contain % signs, which format() would read).
+    -- A row's image and whether the filter holds for it, in a query over a
+    -- transition table aliased x: the row as "x.*", since a column named x
+    -- would be what a bare "x" means, and the filter's columns by name, as
+    -- it was checked (cdc.check_row_filter). They go into format() as
+    -- arguments, never into its format string: the filter may contain %
+    -- signs.
+    img   constant text := CASE WHEN NOT has_excl THEN 'to_json(x.*)'
+                                ELSE 'cdc.json_without(to_json(x.*), ' || vars[4] || ')' END;
+    holds constant text := CASE WHEN filter = '' THEN 'true' ELSE 'coalesce((' || filter || '), false)' END;
     -- Inserts or deletes of the images in c(j, pos), cut into chunks as
     -- the plain path cuts them.
     chunks constant text :=
@@ -187,21 +190,21 @@ BEGIN
     IF op IN ('INSERT', 'DELETE') THEN
         RETURN format('WITH written AS (' || chunks || ') SELECT count(*)' || into_clause || ' FROM written',
             lower(op),
-            '(SELECT ' || replace(img, '%1$s', 'x') || ' AS j, row_number() OVER () AS pos FROM '
+            '(SELECT ' || img || ' AS j, row_number() OVER () AS pos FROM '
                 || CASE op WHEN 'INSERT' THEN 'new_rows' ELSE 'old_rows' END
-                || ' x WHERE ' || replace(holds, '%1$s', 'x') || ')');
+                || ' x WHERE ' || holds || ')');
     END IF;
     -- UPDATE: pair the old and new rows (the i-th old row is the i-th new
     -- row before the statement), then sort the pairs by where the filter
     -- holds.
     RETURN format($sql$
         WITH p AS MATERIALIZED (
-            SELECT n.pos, %1$s AS nj, %2$s AS oj, %3$s AS nm, %4$s AS om
-            FROM (SELECT row_number() OVER () AS pos, x FROM new_rows x) n
-            JOIN (SELECT row_number() OVER () AS pos, x FROM old_rows x) o ON o.pos = n.pos
+            SELECT n.pos, n.j AS nj, o.j AS oj, n.m AS nm, o.m AS om
+            FROM (SELECT row_number() OVER () AS pos, %1$s AS j, %2$s AS m FROM new_rows x) n
+            JOIN (SELECT row_number() OVER () AS pos, %1$s AS j, %2$s AS m FROM old_rows x) o ON o.pos = n.pos
         ),
         u AS (
-            SELECT p.pos, p.nj, %5$s AS oj FROM p WHERE p.nm AND p.om
+            SELECT p.pos, p.nj, %3$s AS oj FROM p WHERE p.nm AND p.om
         ),
         changed AS (
             SELECT row_number() OVER (ORDER BY u.pos) AS pos, u.nj, u.oj FROM u
@@ -210,16 +213,16 @@ BEGIN
         ),
         updated AS (
             INSERT INTO cdc.outbox (schema_name, table_name, action, events, key_columns, rows, old_rows)
-            SELECT %8$s, %9$s, 'update', 2 * count(*), %10$s, json_agg(w.nj ORDER BY w.pos), json_agg(w.oj ORDER BY w.pos)
+            SELECT %6$s, %7$s, 'update', 2 * count(*), %8$s, json_agg(w.nj ORDER BY w.pos), json_agg(w.oj ORDER BY w.pos)
             FROM (SELECT c.*, sum(pg_column_size(c.nj) + pg_column_size(c.oj)) OVER (ORDER BY c.pos) AS upto FROM changed c) w
             GROUP BY (w.pos - 1) / {{.UpdateChunkRows}}, w.upto / {{.ChunkJSONBytes}} ORDER BY min(w.pos)
             RETURNING 1
         ),
-        deleted AS (%6$s),
-        inserted AS (%7$s)
-        SELECT (SELECT count(*) FROM updated) + (SELECT count(*) FROM deleted) + (SELECT count(*) FROM inserted)%11$s
+        deleted AS (%4$s),
+        inserted AS (%5$s)
+        SELECT (SELECT count(*) FROM updated) + (SELECT count(*) FROM deleted) + (SELECT count(*) FROM inserted)%9$s
         $sql$,
-        replace(img, '%1$s', 'n.x'), replace(img, '%1$s', 'o.x'), replace(holds, '%1$s', 'n.x'), replace(holds, '%1$s', 'o.x'),
+        img, holds,
         CASE WHEN NOT has_ign THEN 'p.oj' ELSE 'cdc.json_overlay(p.oj, p.nj, ' || vars[5] || ')' END,
         format(chunks, 'delete', '(SELECT p.oj AS j, row_number() OVER (ORDER BY p.pos) AS pos FROM p WHERE p.om AND NOT p.nm)'),
         format(chunks, 'insert', '(SELECT p.nj AS j, row_number() OVER (ORDER BY p.pos) AS pos FROM p WHERE p.nm AND NOT p.om)'),
