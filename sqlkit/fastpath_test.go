@@ -13,10 +13,18 @@ import (
 // cached), including the cases it must hand to the general path: a
 // statement with no rows, and one too large for a single chunk. A key
 // column whose name holds the cache's separator must survive the cache.
+// The same statements through a capture function made for options (a
+// filter every row passes) must give the same events: its one-chunk
+// statement hands large ones to the general one likewise.
 func TestCaptureCachedKeyPath(t *testing.T) {
+	t.Run("cdc", func(t *testing.T) { testCaptureCachedKeyPath(t, sqlkit.CaptureOptions{}) })
+	t.Run("options", func(t *testing.T) { testCaptureCachedKeyPath(t, sqlkit.CaptureOptions{Where: `"k:1" > -1`}) })
+}
+
+func testCaptureCachedKeyPath(t *testing.T, opts sqlkit.CaptureOptions) {
 	t.Parallel()
 	ctx, pool := setup(t, `CREATE TABLE kv ("k:1" int PRIMARY KEY, v text)`)
-	_, err := sqlkit.EnsureCDCFor(ctx, pool, sqlkit.Table{Name: "kv"})
+	_, err := sqlkit.EnsureCDCWith(ctx, pool, opts, sqlkit.Table{Name: "kv"})
 	require.NoError(t, err)
 	conn := mustConn(t, ctx, pool)
 	for _, sql := range []string{
@@ -28,6 +36,7 @@ func TestCaptureCachedKeyPath(t *testing.T) {
 		`DELETE FROM kv WHERE "k:1" = 1`,                                 // one row
 		`DELETE FROM kv WHERE "k:1" < 0`,                                 // no rows
 		`INSERT INTO kv SELECT g, 'n' FROM generate_series(100, 1100) g`, // 1,001 rows: two chunks
+		`DELETE FROM kv WHERE "k:1" >= 100`,                              // likewise
 	} {
 		_, err := conn.Exec(ctx, sql)
 		require.NoError(t, err, sql)
@@ -42,12 +51,14 @@ func TestCaptureCachedKeyPath(t *testing.T) {
 		"delete", 3.0, "insert", 30.0,
 		"delete", 1.0,
 	}
-	for k := 100; k <= 1100; k++ {
-		want = append(want, "insert", float64(k))
+	for _, action := range []string{"insert", "delete"} {
+		for k := 100; k <= 1100; k++ {
+			want = append(want, action, float64(k))
+		}
 	}
 	require.Equal(t, want, got)
 
 	var chunks int
 	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM cdc.outbox WHERE table_name = 'kv'`).Scan(&chunks))
-	require.Equal(t, 7, chunks, "one outbox row per statement with rows, the 1,001-row one cut in two")
+	require.Equal(t, 9, chunks, "one outbox row per statement with rows, the 1,001-row ones cut in two")
 }
