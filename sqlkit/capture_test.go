@@ -195,11 +195,17 @@ func TestCaptureColumnTypeMapping(t *testing.T) {
 // server's default settings and under a writer session that changed one
 // setting: the captured JSON must be the same, since consumers cannot know
 // how the writer's session was configured. The same for a table with
-// options, whose capture function is its own.
+// options, whose capture function is its own, and through that function's
+// fallback for a filter that fails.
 func TestCaptureJSONIgnoresWriterSession(t *testing.T) {
 	t.Run("cdc", func(t *testing.T) { testCaptureJSONIgnoresWriterSession(t, sqlkit.CaptureOptions{}) })
 	t.Run("options", func(t *testing.T) {
 		testCaptureJSONIgnoresWriterSession(t, sqlkit.CaptureOptions{Where: "id > 0"})
+	})
+	// A filter that fails on every row: each statement is captured
+	// unfiltered, by the capture function's exception handler.
+	t.Run("failing filter", func(t *testing.T) {
+		testCaptureJSONIgnoresWriterSession(t, sqlkit.CaptureOptions{Where: "id / (id - id) > 0"})
 	})
 }
 

@@ -139,6 +139,12 @@ DECLARE
     context constant text :=
         'SELECT c.sch, c.rel, c.keys, c.excl, c.ign INTO pgrelay.sch, pgrelay.rel, pgrelay.keys, pgrelay.excl, pgrelay.ign '
         'FROM cdc.capture_context(TG_RELID, TG_ARGV, TG_TABLE_SCHEMA, TG_TABLE_NAME) c;';
+    -- The settings the JSON depends on, pinned only where the session's
+    -- differ (functions/05_settings.sql): once a statement has rows to
+    -- capture, so that a statement the filter rejects costs no more; and
+    -- again in the exception handler, since the failed block's pinning
+    -- was undone with it.
+    pin constant text := E'IF NOT cdc.capture_settings_ok() THEN\n    pgrelay.saved := cdc.capture_pin();\nEND IF;\n';
     pre_new text;
     pre_old text;
     capture text;
@@ -153,36 +159,32 @@ BEGIN
         pre_old := 'NOT EXISTS (SELECT FROM old_rows x WHERE (' || filter || ') IS TRUE)';
     END IF;
     capture := 'IF TG_OP = ''INSERT'' THEN' || E'\n'
-        || CASE WHEN filter <> '' THEN 'IF ' || pre_new || E' THEN EXIT capture; END IF;\n' ELSE '' END
-        || context || E'\n' || cdc.capture_chunk_statement('INSERT', has_excl, filter, vars) || E';\n'
+        || CASE WHEN filter <> '' THEN 'IF ' || pre_new || E' THEN RETURN NULL; END IF;\n' ELSE '' END
+        || pin || context || E'\n' || cdc.capture_chunk_statement('INSERT', has_excl, filter, vars) || E';\n'
         || E'GET DIAGNOSTICS pgrelay.n = ROW_COUNT;\nIF pgrelay.n = 0 THEN\n'
         || cdc.capture_statement('INSERT', has_excl, has_ign, filter, vars, into_n) || E';\nEND IF;'
         || E'\nELSIF TG_OP = ''DELETE'' THEN\n'
-        || CASE WHEN filter <> '' THEN 'IF ' || pre_old || E' THEN EXIT capture; END IF;\n' ELSE '' END
-        || context || E'\n' || cdc.capture_chunk_statement('DELETE', has_excl, filter, vars) || E';\n'
+        || CASE WHEN filter <> '' THEN 'IF ' || pre_old || E' THEN RETURN NULL; END IF;\n' ELSE '' END
+        || pin || context || E'\n' || cdc.capture_chunk_statement('DELETE', has_excl, filter, vars) || E';\n'
         || E'GET DIAGNOSTICS pgrelay.n = ROW_COUNT;\nIF pgrelay.n = 0 THEN\n'
         || cdc.capture_statement('DELETE', has_excl, has_ign, filter, vars, into_n) || E';\nEND IF;'
         || E'\nELSE\n'
-        || CASE WHEN filter <> '' THEN 'IF ' || pre_new || ' AND ' || pre_old || E' THEN EXIT capture; END IF;\n' ELSE '' END
-        || context || E'\n' || cdc.capture_statement('UPDATE', has_excl, has_ign, filter, vars, into_n) || E';\nEND IF;';
+        || CASE WHEN filter <> '' THEN 'IF ' || pre_new || ' AND ' || pre_old || E' THEN RETURN NULL; END IF;\n' ELSE '' END
+        || pin || context || E'\n' || cdc.capture_statement('UPDATE', has_excl, has_ign, filter, vars, into_n) || E';\nEND IF;';
     capture := E'<<capture>>\nBEGIN\n' || capture || E'\n';
     IF filter <> '' THEN
         capture := capture
             || 'EXCEPTION WHEN OTHERS THEN' || E'\n'
             || 'RAISE WARNING ''pgrelay: the row filter of %.% failed (%); this statement''''s rows are captured unfiltered: run relay ensure-cdc again'', '
             || 'TG_TABLE_SCHEMA, TG_TABLE_NAME, SQLERRM;' || E'\n'
-            || context || E'\n'
+            || pin || context || E'\n'
             || 'EXECUTE cdc.capture_sql(TG_OP, pgrelay.excl, pgrelay.ign, '''') INTO pgrelay.n '
             || 'USING pgrelay.sch, pgrelay.rel, pgrelay.keys;' || E'\n';
     END IF;
     capture := capture || 'END capture;';
     body := E'#variable_conflict use_column\n<<pgrelay>>\nDECLARE\n'
-        || E'    sch text;\n    rel text;\n    keys text[];\n    excl text[];\n    ign text[];\n    n bigint := 0;\n    saved text[];\n'
-        -- The settings the JSON depends on, pinned only where the session's
-        -- differ (functions/05_settings.sql), and before the block, whose
-        -- failure would undo them.
-        || E'BEGIN\nIF NOT cdc.capture_settings_ok() THEN\n    pgrelay.saved := cdc.capture_pin();\nEND IF;\n'
-        || capture || E'\n'
+        || E'    sch text;\n    rel text;\n    keys text[];\n    excl text[];\n    ign text[];\n    n bigint;\n    saved text[];\n'
+        || E'BEGIN\n' || capture || E'\n'
         -- As in cdc.capture(): notify only when a relay waits for it, after
         -- the outbox rows are written.
         || 'IF pgrelay.n > 0 AND pg_sequence_last_value(''cdc.relay_wake_enter'') > pg_sequence_last_value(''cdc.relay_wake_leave'') THEN'
