@@ -242,6 +242,7 @@ func run() int {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		return 1
 	}
+	ticksBefore := readCPUTicks()
 	header := e.describe(ctx)
 	if *cpuProfile != "" {
 		stopProfile, err := startProfile(*cpuProfile)
@@ -274,6 +275,8 @@ func run() int {
 
 	header.Duration = time.Since(e.started)
 	header.LoadAfter = loadAverage()
+	header.ProbeAfter = cpuProbe()
+	header.Steal = stealShare(ticksBefore, readCPUTicks())
 	header.Command = "go run ./internal/bench " + strings.Join(os.Args[1:], " ")
 	if err := writeFile(*out, header, sections); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
@@ -432,17 +435,18 @@ func writeFile(path string, h Header, sections []*Section) error {
 // run.
 func (e *env) describe(ctx context.Context) Header {
 	h := Header{
-		Date:       time.Now(),
-		Cores:      runtime.NumCPU(),
-		CPUModel:   procField("/proc/cpuinfo", "model name", "unknown CPU"),
-		MemTotal:   memTotal(),
-		Go:         runtime.Version(),
-		Quick:      e.cfg.quick,
-		Postgres:   "unknown",
-		PGSettings: "unknown",
-		Redis:      "unknown",
-		Revision:   revision(),
-		LoadBefore: loadAverage(),
+		Date:        time.Now(),
+		Cores:       runtime.NumCPU(),
+		CPUModel:    procField("/proc/cpuinfo", "model name", "unknown CPU"),
+		MemTotal:    memTotal(),
+		Go:          runtime.Version(),
+		Quick:       e.cfg.quick,
+		Postgres:    "unknown",
+		PGSettings:  "unknown",
+		Redis:       "unknown",
+		Revision:    revision(),
+		LoadBefore:  loadAverage(),
+		ProbeBefore: cpuProbe(),
 	}
 	_ = e.pool.QueryRow(ctx, "SELECT version()").Scan(&h.Postgres)
 	var settings []string
