@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/url"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -213,4 +214,39 @@ func TestCaptureFunctionsRefreshLeavesOthersTriggers(t *testing.T) {
 	_, err = owner.Exec(ctx, `INSERT INTO b VALUES (1, 1), (2, -1)`)
 	require.NoError(t, err)
 	require.Equal(t, []event{{"insert", "1", `{"id":1,"n":1}`, ""}}, readEvents(t, migrator))
+}
+
+// TestConcurrentEnsureCDCWithTheSameNewOptions: two ensure-cdc runs that
+// make the same new capture function at once (as two deploying hosts
+// would) both succeed, one after the other, instead of the second failing
+// on the function the first has not committed yet.
+func TestConcurrentEnsureCDCWithTheSameNewOptions(t *testing.T) {
+	t.Parallel()
+	ctx, pool := setup(t, `CREATE TABLE a (id int PRIMARY KEY, n int); CREATE TABLE b (id int PRIMARY KEY, n int)`)
+	opts := sqlkit.CaptureOptions{Where: "n > 0"}
+	first, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	defer first.Rollback(ctx) //nolint:errcheck // no-op after commit
+	_, err = sqlkit.EnsureCDCWith(ctx, first, opts, sqlkit.Table{Name: "a"})
+	require.NoError(t, err)
+	var pid int
+	require.NoError(t, first.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid))
+
+	second := make(chan error, 1)
+	go func() {
+		_, err := sqlkit.EnsureCDCWith(ctx, pool, opts, sqlkit.Table{Name: "b"})
+		second <- err
+	}()
+	// Commit once the second run waits for this transaction.
+	require.Eventually(t, func() bool {
+		var waiting bool
+		err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_stat_activity WHERE $1::int = ANY (pg_blocking_pids(pid)))`, pid).Scan(&waiting)
+		return err == nil && waiting
+	}, 30*time.Second, 10*time.Millisecond)
+	require.NoError(t, first.Commit(ctx))
+	require.NoError(t, <-second)
+
+	calls, made := captureFunctions(t, ctx, pool)
+	require.Len(t, made, 1)
+	require.Equal(t, map[string]string{"a": "cdc." + made[0], "b": "cdc." + made[0]}, calls)
 }

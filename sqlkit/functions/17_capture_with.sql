@@ -216,6 +216,19 @@ AS $fn$
                    FROM unnest(args) WITH ORDINALITY AS u(x, n)))
 $fn$;
 
+-- cdc.lock_capture_functions makes the caller's transaction the only one
+-- changing capture triggers and the functions made for options until it
+-- ends. Without it, two ensure-cdc runs at once that make the same new
+-- function had one of them fail (a duplicate pg_proc row, or "tuple
+-- concurrently updated"), and one could drop a function the other was
+-- about to point a trigger at.
+CREATE OR REPLACE FUNCTION cdc.lock_capture_functions() RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT pg_advisory_xact_lock(7305870462113470002)
+$fn$;
+
 -- cdc.drop_unused_capture_functions drops the functions made for options
 -- that no trigger calls any more. One that a concurrent transaction has
 -- just started to use is left.
@@ -254,6 +267,7 @@ DECLARE
     fname text;
     made  text[] := '{}';
 BEGIN
+    PERFORM cdc.lock_capture_functions();
     FOR t IN
         SELECT tg.tgrelid::regclass AS rel, substr(tg.tgname, 13) AS act, tg.tgfoid, cdc.trigger_args(tg.tgargs) AS args
         FROM pg_trigger tg

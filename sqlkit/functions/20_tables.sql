@@ -101,7 +101,9 @@ $fn$;
 -- captured), after the capture function for the options, if any, is made
 -- (see 17_capture_with.sql), in the caller's transaction: every statement
 -- is captured under the old options or the new ones, never twice or not at all. When nothing
--- would change, it takes no lock on the table.
+-- would change, it takes no lock on the table. Concurrent calls (and
+-- cdc.remove_cdc_for, and Migrate's refresh) take turns, each until its
+-- transaction ends (cdc.lock_capture_functions).
 CREATE OR REPLACE FUNCTION cdc.ensure_cdc_for(tbl regclass, actions text[] DEFAULT NULL,
                                                ignore_columns text[] DEFAULT NULL,
                                                exclude_columns text[] DEFAULT NULL,
@@ -153,6 +155,9 @@ BEGIN
     IF filter <> '' THEN
         filter := cdc.check_row_filter(tbl, filter);
     END IF;
+
+    -- One ensure or remove at a time decides and makes its changes.
+    PERFORM cdc.lock_capture_functions();
 
     -- A partitioned table's partitions get the triggers too, so that
     -- statements addressed to a partition directly are captured as well.
@@ -213,6 +218,7 @@ DECLARE
     part regclass;
     found_any boolean := false;
 BEGIN
+    PERFORM cdc.lock_capture_functions();
     FOR trig, part IN
         SELECT t.tgname, t.tgrelid::regclass FROM pg_trigger t
         WHERE t.tgrelid IN (SELECT ct.relid FROM cdc.capture_targets(tbl) ct)
