@@ -447,6 +447,7 @@ func (e *env) describe(ctx context.Context) Header {
 		Revision:    revision(),
 		LoadBefore:  loadAverage(),
 		ProbeBefore: cpuProbe(),
+		RoundTrip:   roundTripProbe(),
 	}
 	_ = e.pool.QueryRow(ctx, "SELECT version()").Scan(&h.Postgres)
 	var settings []string

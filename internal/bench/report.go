@@ -100,10 +100,11 @@ type Header struct {
 	Duration   time.Duration
 	LoadBefore string
 	LoadAfter  string
-	// ProbeBefore and ProbeAfter are cpuProbe's times; Steal the share of
-	// CPU time stolen by the hypervisor during the run.
-	ProbeBefore, ProbeAfter time.Duration
-	Steal                   string
+	// ProbeBefore and ProbeAfter are cpuProbe's times, RoundTrip
+	// roundTripProbe's before the run; Steal the share of CPU time stolen
+	// by the hypervisor during the run.
+	ProbeBefore, ProbeAfter, RoundTrip time.Duration
+	Steal                              string
 }
 
 // writeReport renders the whole report as Markdown.
@@ -117,9 +118,11 @@ func writeReport(w io.Writer, h Header, sections []*Section) error {
 	fmt.Fprintf(&b, "- **Machine:** %d cores (`runtime.NumCPU`), %s, %s RAM; load average (1, 5, 15 min) before the run: %s, after: %s\n",
 		h.Cores, h.CPUModel, h.MemTotal, h.LoadBefore, h.LoadAfter)
 	fmt.Fprintf(&b, "- **Machine speed:** SHA-256 of 64 MiB on one core (best of 3) took %s before the run and %s after; "+
-		"CPU time stolen by the hypervisor for other guests during the run: %s (the cores are shared: compare "+
-		"reports only where these are alike)\n",
-		h.ProbeBefore.Round(time.Millisecond), h.ProbeAfter.Round(time.Millisecond), h.Steal)
+		"a one-byte round trip over loopback TCP between two goroutines took %s before it; CPU time stolen by the "+
+		"hypervisor for other guests during the run: %s (the cores are shared: compare reports only where these "+
+		"are alike)\n",
+		h.ProbeBefore.Round(time.Millisecond), h.ProbeAfter.Round(time.Millisecond),
+		h.RoundTrip.Round(100*time.Nanosecond), h.Steal)
 	fmt.Fprintf(&b, "- **PostgreSQL:** %s\n", h.Postgres)
 	fmt.Fprintf(&b, "- **PostgreSQL settings:** %s\n", h.PGSettings)
 	fmt.Fprintf(&b, "- **Redis:** %s\n", h.Redis)
