@@ -73,6 +73,11 @@ func TestCaptureSurvivesHostileSearchPath(t *testing.T) {
 		sqlkit.CaptureOptions{Where: "id > 0", ExcludeColumns: []string{"secret"}}, sqlkit.Table{Name: "kept"})
 	require.NoError(t, err)
 
+	// The common path, without SET clauses, is what is tested here.
+	var config []string
+	require.NoError(t, pool.QueryRow(ctx, `SELECT proconfig FROM pg_proc WHERE oid = 'cdc.capture()'::regprocedure`).Scan(&config))
+	require.Empty(t, config)
+
 	// As if a relay waited, so that the captures notify too.
 	_, err = pool.Exec(ctx, `SELECT nextval('cdc.relay_wake_enter')`)
 	require.NoError(t, err)

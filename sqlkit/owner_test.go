@@ -32,6 +32,12 @@ func TestCaptureInstalledByANonSuperuser(t *testing.T) {
 	var cached bool
 	require.NoError(t, pool.QueryRow(ctx, `SELECT to_regclass('cdc.ddl_generation') IS NOT NULL`).Scan(&cached))
 	require.False(t, cached, "without superuser there is no DDL event trigger, hence no key cache")
+	// Every statement takes the general path, which the function's own
+	// settings then serve.
+	var config []string
+	require.NoError(t, pool.QueryRow(ctx, `SELECT proconfig FROM pg_proc WHERE oid = 'cdc.capture()'::regprocedure`).Scan(&config))
+	require.Equal(t, []string{"TimeZone=UTC", "IntervalStyle=postgres", "bytea_output=hex", "extra_float_digits=3",
+		"search_path=pg_catalog, pg_temp"}, config)
 
 	_, err = pool.Exec(ctx, `CREATE TABLE items (id int PRIMARY KEY, code text NOT NULL)`)
 	require.NoError(t, err)

@@ -16,35 +16,41 @@
 -- These functions run with the writer's search_path: every name in them is
 -- schema-qualified.
 
+-- cdc.capture_search_path is the search_path the capture's SQL runs with.
+CREATE OR REPLACE FUNCTION cdc.capture_search_path() RETURNS pg_catalog.text
+LANGUAGE sql IMMUTABLE
+AS $fn$
+    SELECT 'pg_catalog, pg_temp'::pg_catalog.text
+$fn$;
+
 -- cdc.capture_pin sets the capture's settings for the transaction and
--- returns the values they had, for cdc.capture_unpin. The one list of them.
+-- returns what they were, as {name, value} pairs for cdc.capture_unpin.
+-- The one list of them. search_path comes last, and each function sets
+-- them in one statement: PostgreSQL plans a statement again when the
+-- search_path it was planned under changed, and a statement run on either
+-- side of the change (a loop over the settings) was planned again on every
+-- call, which made pinning cost 180 µs instead of 10.
 CREATE OR REPLACE FUNCTION cdc.capture_pin() RETURNS pg_catalog.text[]
 LANGUAGE plpgsql
 AS $fn$
 DECLARE
-    names constant pg_catalog.text[] := '{search_path,TimeZone,IntervalStyle,bytea_output,extra_float_digits}';
-    vals  constant pg_catalog.text[] := '{"pg_catalog, pg_temp",UTC,postgres,hex,3}';
-    old   pg_catalog.text[] := '{}';
+    names constant pg_catalog.text[] := '{TimeZone,IntervalStyle,bytea_output,extra_float_digits,search_path}';
+    vals  constant pg_catalog.text[] := ARRAY['UTC', 'postgres', 'hex', '3', cdc.capture_search_path()];
+    old   pg_catalog.text[];
 BEGIN
-    FOR i IN 1..5 LOOP
-        old[i] := pg_catalog.current_setting(names[i]);
-        PERFORM pg_catalog.set_config(names[i], vals[i], true);
-    END LOOP;
+    old := ARRAY(SELECT ARRAY[u.n, pg_catalog.current_setting(u.n)] FROM pg_catalog.unnest(names) AS u(n));
+    PERFORM pg_catalog.set_config(u.n, u.v, true) FROM ROWS FROM (pg_catalog.unnest(names), pg_catalog.unnest(vals)) AS u(n, v);
     RETURN old;
 END
 $fn$;
 
 -- cdc.capture_unpin gives the settings cdc.capture_pin set back the values
--- it returned.
+-- it returned, in its order.
 CREATE OR REPLACE FUNCTION cdc.capture_unpin(old pg_catalog.text[]) RETURNS void
 LANGUAGE plpgsql
 AS $fn$
-DECLARE
-    names constant pg_catalog.text[] := '{search_path,TimeZone,IntervalStyle,bytea_output,extra_float_digits}';
 BEGIN
-    FOR i IN 1..5 LOOP
-        PERFORM pg_catalog.set_config(names[i], old[i], true);
-    END LOOP;
+    PERFORM pg_catalog.set_config(old[g.i][1], old[g.i][2], true) FROM pg_catalog.generate_subscripts(old, 1) AS g(i);
 END
 $fn$;
 
