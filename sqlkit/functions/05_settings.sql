@@ -8,10 +8,13 @@
 -- capture adds to a one-row statement (internal/bench/tried.md), paid even
 -- where the session already has the right values, as almost every one has.
 -- Instead its common path is written with every name schema-qualified and
--- runs only while cdc.capture_settings_ok() holds; otherwise it pins the
--- settings with cdc.capture_pin() for the rest of its work and restores
--- them with cdc.capture_unpin(). A statement that fails aborts its
--- transaction or savepoint, which undoes the pinning with it.
+-- runs only while cdc.capture_settings_ok() holds; otherwise it pins what
+-- it needs (the search_path, and where the session's differ the JSON
+-- settings, with cdc.capture_pin()) for the rest of its work and restores
+-- it (cdc.capture_unpin()). A statement that fails aborts its transaction
+-- or savepoint, which undoes the pinning with it. Where the common path
+-- cannot run at all (no key cache), cdc.capture() does get SET clauses:
+-- see the end of functions/10_capture.sql.
 --
 -- These functions run with the writer's search_path: every name in them is
 -- schema-qualified.
