@@ -261,7 +261,9 @@ BEGIN
     -- Notify only when a relay waits for it (see cdc.relay_wake_enter), and
     -- only after the outbox rows are written: the relay relies on a writer
     -- that saw no waiting relay still holding its lock on cdc.outbox.
-    IF written > 0
+    -- (written is NULL after a statement with no rows: coalesced, so that
+    -- the sequences are not read then, since NULL AND x evaluates x.)
+    IF coalesce(written, 0) > 0
        AND pg_sequence_last_value('cdc.relay_wake_enter') > pg_sequence_last_value('cdc.relay_wake_leave') THEN
         PERFORM pg_notify('{{.NotifyChannel}}', pg_current_xact_id()::text);
     END IF;

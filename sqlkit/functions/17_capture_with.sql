@@ -171,17 +171,16 @@ BEGIN
         || E'\nELSE\n'
         || CASE WHEN filter <> '' THEN 'IF ' || pre_new || ' AND ' || pre_old || E' THEN RETURN NULL; END IF;\n' ELSE '' END
         || pin || context || E'\n' || cdc.capture_statement('UPDATE', has_excl, has_ign, filter, vars, into_n) || E';\nEND IF;';
-    capture := E'<<capture>>\nBEGIN\n' || capture || E'\n';
     IF filter <> '' THEN
-        capture := capture
+        capture := E'BEGIN\n' || capture || E'\n'
             || 'EXCEPTION WHEN OTHERS THEN' || E'\n'
             || 'RAISE WARNING ''pgrelay: the row filter of %.% failed (%); this statement''''s rows are captured unfiltered: run relay ensure-cdc again'', '
             || 'TG_TABLE_SCHEMA, TG_TABLE_NAME, SQLERRM;' || E'\n'
             || pin || context || E'\n'
             || 'EXECUTE cdc.capture_sql(TG_OP, pgrelay.excl, pgrelay.ign, '''') INTO pgrelay.n '
-            || 'USING pgrelay.sch, pgrelay.rel, pgrelay.keys;' || E'\n';
+            || 'USING pgrelay.sch, pgrelay.rel, pgrelay.keys;' || E'\n'
+            || 'END;';
     END IF;
-    capture := capture || 'END capture;';
     body := E'#variable_conflict use_column\n<<pgrelay>>\nDECLARE\n'
         || E'    sch text;\n    rel text;\n    keys text[];\n    excl text[];\n    ign text[];\n    n bigint;\n    saved text[];\n'
         || E'BEGIN\n' || capture || E'\n'
