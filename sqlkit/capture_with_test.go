@@ -181,24 +181,18 @@ func TestCaptureOptionsNeedTheMigratingRole(t *testing.T) {
 func TestCaptureFunctionsRefreshLeavesOthersTriggers(t *testing.T) {
 	t.Parallel()
 	ctx := testenv.Context(t)
-	admin := testenv.Pool(t, testenv.AdminURL())
-	// Made before the database, so that they are dropped after it.
-	migratorRole, migratorURL := testenv.NewRole(t, testenv.AdminURL(), "pgrelay_owner_")
-	ownerRole, ownerURL := testenv.NewRole(t, testenv.AdminURL(), "pgrelay_tables_")
-	dbURL := testenv.NewDatabase(t)
-	u, err := url.Parse(dbURL)
+	_, migratorURL := testenv.NewOwnedDatabase(t, "pgrelay_owner_")
+	u, err := url.Parse(migratorURL)
 	require.NoError(t, err)
-	dbName := u.Path[1:]
-	_, err = admin.Exec(ctx, `ALTER DATABASE `+pgx.Identifier{dbName}.Sanitize()+` OWNER TO `+pgx.Identifier{migratorRole}.Sanitize())
-	require.NoError(t, err)
-	migrator := testenv.Pool(t, testenv.WithDatabase(migratorURL, dbName))
+	ownerRole, ownerURL := testenv.NewRole(t, testenv.WithDatabase(testenv.AdminURL(), u.Path[1:]), "pgrelay_tables_")
+	migrator := testenv.Pool(t, migratorURL)
 	require.NoError(t, sqlkit.Migrate(ctx, migrator))
 	_, err = migrator.Exec(ctx, `GRANT USAGE ON SCHEMA cdc TO `+pgx.Identifier{ownerRole}.Sanitize()+`;
 		GRANT CREATE ON SCHEMA public TO `+pgx.Identifier{ownerRole}.Sanitize())
 	require.NoError(t, err)
 
 	// An older pgrelay's trigger, installed by the table's owner.
-	owner := testenv.Pool(t, testenv.WithDatabase(ownerURL, dbName))
+	owner := testenv.Pool(t, ownerURL)
 	_, err = owner.Exec(ctx, `CREATE TABLE b (id int PRIMARY KEY, n int);
 		CREATE TRIGGER cdc_capture_insert AFTER INSERT ON b REFERENCING NEW TABLE AS new_rows
 			FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture('', '{}', '{}', '(n > 0)')`)

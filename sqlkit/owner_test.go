@@ -1,10 +1,8 @@
 package sqlkit_test
 
 import (
-	"net/url"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgrelay/pgrelay/internal/testenv"
@@ -18,15 +16,8 @@ import (
 func TestCaptureInstalledByANonSuperuser(t *testing.T) {
 	t.Parallel()
 	ctx := testenv.Context(t)
-	admin := testenv.Pool(t, testenv.AdminURL())
-	// Made before the database, so that it is dropped after it.
-	owner, ownerURL := testenv.NewRole(t, testenv.AdminURL(), "pgrelay_owner_")
-	dbURL := testenv.NewDatabase(t)
-	u, err := url.Parse(dbURL)
-	require.NoError(t, err)
-	_, err = admin.Exec(ctx, `ALTER DATABASE `+pgx.Identifier{u.Path[1:]}.Sanitize()+` OWNER TO `+pgx.Identifier{owner}.Sanitize())
-	require.NoError(t, err)
-	pool := testenv.Pool(t, testenv.WithDatabase(ownerURL, u.Path[1:]))
+	_, ownerURL := testenv.NewOwnedDatabase(t, "pgrelay_owner_")
+	pool := testenv.Pool(t, ownerURL)
 
 	require.NoError(t, sqlkit.Migrate(ctx, pool))
 	var cached bool
@@ -39,7 +30,7 @@ func TestCaptureInstalledByANonSuperuser(t *testing.T) {
 	require.Equal(t, []string{"TimeZone=UTC", "IntervalStyle=postgres", "bytea_output=hex", "extra_float_digits=3",
 		"search_path=pg_catalog, pg_temp"}, config)
 
-	_, err = pool.Exec(ctx, `CREATE TABLE items (id int PRIMARY KEY, code text NOT NULL)`)
+	_, err := pool.Exec(ctx, `CREATE TABLE items (id int PRIMARY KEY, code text NOT NULL)`)
 	require.NoError(t, err)
 	_, err = sqlkit.EnsureCDCFor(ctx, pool, sqlkit.Table{Name: "items"})
 	require.NoError(t, err)

@@ -112,6 +112,23 @@ func NewRole(t testing.TB, dbURL, prefix string) (name, roleURL string) {
 	return name, u.String()
 }
 
+// NewOwnedDatabase creates an empty database for the test owned by a new
+// login role without superuser, as on managed PostgreSQL services, and
+// returns the role's name and the database's URL with it as the user.
+func NewOwnedDatabase(t testing.TB, prefix string) (role, ownerURL string) {
+	t.Helper()
+	// Made before the database, so that it is dropped after it.
+	role, roleURL := NewRole(t, AdminURL(), prefix)
+	dbURL := NewDatabase(t)
+	u, err := url.Parse(dbURL)
+	require.NoError(t, err)
+	name := u.Path[1:]
+	_, err = Pool(t, AdminURL()).Exec(context.Background(),
+		`ALTER DATABASE `+pgx.Identifier{name}.Sanitize()+` OWNER TO `+pgx.Identifier{role}.Sanitize())
+	require.NoError(t, err)
+	return role, WithDatabase(roleURL, name)
+}
+
 // NewDatabase creates an empty database for the test, drops it when the test
 // ends, and returns its URL.
 func NewDatabase(t testing.TB) string {
