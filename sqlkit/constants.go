@@ -25,17 +25,28 @@ const (
 // MaxChannelBytes is the longest channel cdc.publish accepts, in bytes.
 const MaxChannelBytes = 256
 
+// pgrelay's advisory lock keys, in one place so that no two uses collide:
+// migrateLockKey serialises migrations (queries/bootstrap.sql, unlock.sql),
+// captureFunctionsLockKey the changes of capture triggers and functions
+// (cdc.lock_capture_functions in functions/17_capture_with.sql).
+const (
+	migrateLockKey          int64 = 7305870462113470001
+	captureFunctionsLockKey int64 = 7305870462113470002
+)
+
 // sqlConstants are the constants the embedded SQL uses, as {{.Name}}: each
 // is defined once, here, for the SQL and the Go code alike.
 var sqlConstants = map[string]any{
-	"NotifyChannel":    NotifyChannel,
-	"IDStep":           maxChunkEvents,
-	"InsertChunkRows":  insertChunkRows,
-	"InsertChunkBytes": insertChunkBytes,
-	"UpdateChunkRows":  updateChunkRows,
-	"UpdateChunkBytes": updateChunkBytes,
-	"ChunkJSONBytes":   chunkJSONBytes,
-	"MaxChannelBytes":  MaxChannelBytes,
+	"NotifyChannel":           NotifyChannel,
+	"IDStep":                  maxChunkEvents,
+	"InsertChunkRows":         insertChunkRows,
+	"InsertChunkBytes":        insertChunkBytes,
+	"UpdateChunkRows":         updateChunkRows,
+	"UpdateChunkBytes":        updateChunkBytes,
+	"ChunkJSONBytes":          chunkJSONBytes,
+	"MaxChannelBytes":         MaxChannelBytes,
+	"MigrateLockKey":          migrateLockKey,
+	"CaptureFunctionsLockKey": captureFunctionsLockKey,
 }
 
 // render fills the constants into an embedded SQL file. The files are fixed

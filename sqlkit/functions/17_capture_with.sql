@@ -225,7 +225,7 @@ CREATE OR REPLACE FUNCTION cdc.lock_capture_functions() RETURNS void
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-    SELECT pg_advisory_xact_lock(7305870462113470002)
+    SELECT pg_advisory_xact_lock({{.CaptureFunctionsLockKey}})
 $fn$;
 
 -- cdc.drop_unused_capture_functions drops the functions made for options

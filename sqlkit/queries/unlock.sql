@@ -1,1 +1,1 @@
-SELECT pg_advisory_unlock(7305870462113470001);
+SELECT pg_advisory_unlock({{.MigrateLockKey}});
