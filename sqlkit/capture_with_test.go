@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/url"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -223,20 +222,18 @@ func TestConcurrentEnsureCDCWithTheSameNewOptions(t *testing.T) {
 	defer first.Rollback(ctx) //nolint:errcheck // no-op after commit
 	_, err = sqlkit.EnsureCDCWith(ctx, first, opts, sqlkit.Table{Name: "a"})
 	require.NoError(t, err)
-	var pid int
-	require.NoError(t, first.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid))
-
+	conn, err := pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer conn.Release()
 	second := make(chan error, 1)
+	ended := make(chan struct{})
 	go func() {
-		_, err := sqlkit.EnsureCDCWith(ctx, pool, opts, sqlkit.Table{Name: "b"})
+		defer close(ended)
+		_, err := sqlkit.EnsureCDCWith(ctx, conn, opts, sqlkit.Table{Name: "b"})
 		second <- err
 	}()
 	// Commit once the second run waits for this transaction.
-	require.Eventually(t, func() bool {
-		var waiting bool
-		err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_stat_activity WHERE $1::int = ANY (pg_blocking_pids(pid)))`, pid).Scan(&waiting)
-		return err == nil && waiting
-	}, 30*time.Second, 10*time.Millisecond)
+	testenv.WaitForLockWait(t, ctx, pool, conn.Conn().PgConn().PID(), ended)
 	require.NoError(t, first.Commit(ctx))
 	require.NoError(t, <-second)
 
