@@ -14,22 +14,25 @@ import (
 // statement with no rows, and one too large for a single chunk. A key
 // column whose name holds the cache's separator must survive the cache.
 // The same statements through a capture function made for options (a
-// filter every row passes) must give the same events: its one-chunk
-// statement hands large ones to the general one likewise.
+// filter every row passes, or an excluded column none of them sets) must
+// give the same events: its one-chunk statement hands large ones to the
+// general one likewise, and a statement without rows returns at once.
 func TestCaptureCachedKeyPath(t *testing.T) {
 	t.Run("cdc", func(t *testing.T) { testCaptureCachedKeyPath(t, sqlkit.CaptureOptions{}) })
-	t.Run("options", func(t *testing.T) { testCaptureCachedKeyPath(t, sqlkit.CaptureOptions{Where: `"k:1" > -1`}) })
+	t.Run("filter", func(t *testing.T) { testCaptureCachedKeyPath(t, sqlkit.CaptureOptions{Where: `"k:1" > -1`}) })
+	t.Run("columns", func(t *testing.T) { testCaptureCachedKeyPath(t, sqlkit.CaptureOptions{ExcludeColumns: []string{"w"}}) })
 }
 
 func testCaptureCachedKeyPath(t *testing.T, opts sqlkit.CaptureOptions) {
 	t.Parallel()
-	ctx, pool := setup(t, `CREATE TABLE kv ("k:1" int PRIMARY KEY, v text)`)
+	ctx, pool := setup(t, `CREATE TABLE kv ("k:1" int PRIMARY KEY, v text, w text)`)
 	_, err := sqlkit.EnsureCDCWith(ctx, pool, opts, sqlkit.Table{Name: "kv"})
 	require.NoError(t, err)
 	conn := mustConn(t, ctx, pool)
 	for _, sql := range []string{
 		`INSERT INTO kv VALUES (1, 'a')`,                                 // looks the key up, caches it
 		`INSERT INTO kv VALUES (2, 'b'), (3, 'c')`,                       // cached from here on
+		`INSERT INTO kv VALUES (2, 'z') ON CONFLICT DO NOTHING`,          // no rows
 		`UPDATE kv SET v = 'x' WHERE "k:1" = 0`,                          // no rows
 		`UPDATE kv SET v = v || '!' WHERE "k:1" <= 2`,                    // two rows
 		`UPDATE kv SET "k:1" = 30 WHERE "k:1" = 3`,                       // key change: delete + insert

@@ -103,6 +103,18 @@ BEGIN
                 END IF;
                 RETURN NULL;
             END IF;
+            -- Nothing written. A statement without rows (an UPDATE or
+            -- DELETE that matched none, an INSERT ... ON CONFLICT DO
+            -- NOTHING that inserted none: common in applications) is done;
+            -- only too many or too large rows need the general path, which
+            -- found out the same for 140 µs a statement, against 60 here.
+            IF TG_OP OPERATOR(pg_catalog.=) 'DELETE' THEN
+                IF NOT EXISTS (SELECT FROM old_rows orow) THEN
+                    RETURN NULL;
+                END IF;
+            ELSIF NOT EXISTS (SELECT FROM new_rows nr) THEN
+                RETURN NULL;
+            END IF;
         END IF;
     END IF;
 

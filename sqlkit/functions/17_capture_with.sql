@@ -150,26 +150,28 @@ DECLARE
     capture text;
     body    text;
 BEGIN
-    -- Per action: when there is a filter, a statement of which it holds for
-    -- no row, old or new, writes nothing, found with one small query before
-    -- any other work; then the context, then the statement (for inserts
-    -- and deletes first the one for a statement that fits one chunk).
-    IF filter <> '' THEN
-        pre_new := 'NOT EXISTS (SELECT FROM new_rows x WHERE (' || filter || ') IS TRUE)';
-        pre_old := 'NOT EXISTS (SELECT FROM old_rows x WHERE (' || filter || ') IS TRUE)';
-    END IF;
+    -- Per action: a statement without rows, or of which the filter holds
+    -- for no row, old or new, writes nothing, found with one small query
+    -- before any other work (an UPDATE that matched no row cost 350 µs on
+    -- a table with excluded columns without it, 24 with it); then the
+    -- context, then the statement (for inserts and deletes first the one
+    -- for a statement that fits one chunk).
+    pre_new := 'NOT EXISTS (SELECT FROM new_rows x'
+        || CASE WHEN filter <> '' THEN ' WHERE (' || filter || ') IS TRUE' ELSE '' END || ')';
+    pre_old := 'NOT EXISTS (SELECT FROM old_rows x'
+        || CASE WHEN filter <> '' THEN ' WHERE (' || filter || ') IS TRUE' ELSE '' END || ')';
     capture := 'IF TG_OP = ''INSERT'' THEN' || E'\n'
-        || CASE WHEN filter <> '' THEN 'IF ' || pre_new || E' THEN RETURN NULL; END IF;\n' ELSE '' END
+        || 'IF ' || pre_new || E' THEN RETURN NULL; END IF;\n'
         || pin || context || E'\n' || cdc.capture_chunk_statement('INSERT', has_excl, filter, vars) || E';\n'
         || E'GET DIAGNOSTICS pgrelay.n = ROW_COUNT;\nIF pgrelay.n = 0 THEN\n'
         || cdc.capture_statement('INSERT', has_excl, has_ign, filter, vars, into_n) || E';\nEND IF;'
         || E'\nELSIF TG_OP = ''DELETE'' THEN\n'
-        || CASE WHEN filter <> '' THEN 'IF ' || pre_old || E' THEN RETURN NULL; END IF;\n' ELSE '' END
+        || 'IF ' || pre_old || E' THEN RETURN NULL; END IF;\n'
         || pin || context || E'\n' || cdc.capture_chunk_statement('DELETE', has_excl, filter, vars) || E';\n'
         || E'GET DIAGNOSTICS pgrelay.n = ROW_COUNT;\nIF pgrelay.n = 0 THEN\n'
         || cdc.capture_statement('DELETE', has_excl, has_ign, filter, vars, into_n) || E';\nEND IF;'
         || E'\nELSE\n'
-        || CASE WHEN filter <> '' THEN 'IF ' || pre_new || ' AND ' || pre_old || E' THEN RETURN NULL; END IF;\n' ELSE '' END
+        || 'IF ' || pre_new || ' AND ' || pre_old || E' THEN RETURN NULL; END IF;\n'
         || pin || context || E'\n' || cdc.capture_statement('UPDATE', has_excl, has_ign, filter, vars, into_n) || E';\nEND IF;';
     IF filter <> '' THEN
         capture := E'BEGIN\n' || capture || E'\n'
