@@ -125,14 +125,13 @@ BEGIN
     -- where it is in place already: without the key cache the function
     -- has SET clauses (see the end of this file). Where the session's
     -- settings give the right JSON, only the search_path.
-    IF pg_catalog.current_setting('search_path') OPERATOR(pg_catalog.=) cdc.capture_search_path()
-       AND cdc.capture_settings_ok() THEN
+    IF NOT cdc.capture_settings_ok() THEN
+        saved := cdc.capture_pin();
+    ELSIF pg_catalog.current_setting('search_path') OPERATOR(pg_catalog.=) cdc.capture_search_path() THEN
         saved := '{}';
-    ELSIF cdc.capture_settings_ok() THEN
+    ELSE
         saved := ARRAY[ARRAY['search_path', pg_catalog.current_setting('search_path')]];
         PERFORM pg_catalog.set_config('search_path', cdc.capture_search_path(), true);
-    ELSE
-        saved := cdc.capture_pin();
     END IF;
     <<general>>
     BEGIN
