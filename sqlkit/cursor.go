@@ -144,6 +144,17 @@ type Cursor struct {
 	// size is correct (cursor's argument), a small one only makes smaller
 	// batches.
 	scan int
+	// busy: the last fetch stopped at its limit, so the next one finds
+	// more than the live fetch (fetch_live.sql) can answer. A hint, not
+	// saved, like scan.
+	busy bool
+}
+
+// live tells whether fetch_live.sql may answer the next fetch: only
+// without partial and straddling transactions, and not while the relay
+// works through a backlog, where it would only say no.
+func (c Cursor) live() bool {
+	return len(c.Partial) == 0 && len(c.Straddle) == 0 && !c.busy
 }
 
 // windowRows is how many rows the next fetch's window may read.
@@ -158,7 +169,7 @@ func (c Cursor) windowRows(limit int) int {
 // delivered. c must be the cursor b was fetched with.
 func (c Cursor) Advance(b Batch) Cursor {
 	s := b.Snapshot
-	n := Cursor{Mark: c.Mark, NextTxid: max(c.NextTxid, s.Xmax)}
+	n := Cursor{Mark: c.Mark, NextTxid: max(c.NextTxid, s.Xmax), busy: b.Full}
 	p := b.progress
 	// Sorted once: it is looked up for every partial, pending and
 	// straddling transaction, and holds every transaction of the batch.

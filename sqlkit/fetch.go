@@ -74,24 +74,63 @@ var (
 	sqlFetchSnapshot = query("fetch_snapshot")
 	sqlFetchBatch    = query("fetch_batch")
 	sqlFetchEnd      = query("fetch_end")
+	sqlFetchLive     = query("fetch_live")
 )
 
 // Fetch reads up to limit undelivered events for cursor c, together with the
-// snapshot they were read under, in one round trip. rows is reused when it
-// has the capacity.
+// snapshot they were read under, in one round trip (rarely two). rows is
+// reused when it has the capacity.
+//
+// A relay that keeps up reads with fetch_live.sql, whose much smaller plan
+// costs about 100 µs less per batch (measured from Go: 175 µs against 260
+// for an empty batch, 280 against 390 for one event), a quarter of what
+// the relay spent between a notification and the event's arrival in Redis
+// at 1,000 single-row transactions a second. Where that query cannot
+// answer (its header says when), it says so, and Fetch reads again with
+// fetch_batch.sql: a second round trip, under a newer snapshot, which is
+// as correct as the first.
 func Fetch(ctx context.Context, conn *pgx.Conn, c Cursor, limit int, rows []Row) (Batch, error) {
+	if c.live() {
+		b, err := fetchLive(ctx, conn, c, limit, rows)
+		if !errors.Is(err, errNotLive) {
+			return b, err
+		}
+	}
+	return fetchFull(ctx, conn, c, limit, rows)
+}
+
+// fetchLive reads with fetch_live.sql; errNotLive where it cannot answer.
+func fetchLive(ctx context.Context, conn *pgx.Conn, c Cursor, limit int, rows []Row) (Batch, error) {
+	pending, _, _, _ := c.args()
+	scan := c.windowRows(limit)
+	return fetch(ctx, conn, rows, c, limit, scan, sqlFetchLive, c.Mark, c.NextTxid, pending, limit, scan)
+}
+
+// fetchFull reads with fetch_batch.sql, which answers for every cursor.
+func fetchFull(ctx context.Context, conn *pgx.Conn, c Cursor, limit int, rows []Row) (Batch, error) {
 	pending, partial, after, straddle := c.args()
 	scan := c.windowRows(limit)
+	return fetch(ctx, conn, rows, c, limit, scan, sqlFetchBatch, c.Mark, c.NextTxid, pending, partial, after, limit, scan, straddle)
+}
+
+// errNotLive is fetch_live.sql's answer where it cannot give the batch.
+var errNotLive = errors.New("not a live batch")
+
+// fetch runs one fetch query, sql with args, in its transaction.
+func fetch(ctx context.Context, conn *pgx.Conn, rows []Row, c Cursor, limit, scan int, sql string, args ...any) (Batch, error) {
 	var qb pgx.Batch
 	qb.Queue(sqlFetchBegin)
 	qb.Queue(sqlFetchGeneric)
 	qb.Queue(sqlFetchSnapshot)
-	qb.Queue(sqlFetchBatch, c.Mark, c.NextTxid, pending, partial, after, limit, scan, straddle)
+	qb.Queue(sql, args...)
 	qb.Queue(sqlFetchEnd)
 	br := conn.SendBatch(ctx, &qb)
 	b, err := readFetch(br, rows[:0], c, limit, scan)
 	if closeErr := br.Close(); err == nil && closeErr != nil {
 		err = closeErr
+	}
+	if errors.Is(err, errNotLive) {
+		return Batch{}, err
 	}
 	if err != nil {
 		return Batch{}, fmt.Errorf("fetch outbox batch: %w", err)
@@ -132,7 +171,8 @@ func readFetch(br pgx.BatchResults, rows []Row, c Cursor, limit, scan int) (Batc
 		taken  int64                                  // candidate transactions the query took
 		edge   *int64
 		window []int64
-		summed bool // the summary row (grp 2) arrived
+		summed bool   // the summary row (grp 2) arrived
+		live   = true // no summary row of grp 3 (fetch_live.sql)
 	)
 	for rs.Next() {
 		// Scanned in place: a row of its own per iteration would escape
@@ -152,6 +192,11 @@ func readFetch(br pgx.BatchResults, rows []Row, c Cursor, limit, scan int) (Batc
 			&r.Key, &r.Data, &r.Changes, &o.events, &o.keyColumns, &o.chunk, &o.old, &early, &e, &n, &w, &st, &wt, &wf); err != nil {
 			rs.Close()
 			return b, err
+		}
+		if o.grp == 3 {
+			live, summed = false, true
+			got = got[:len(got)-1]
+			continue
 		}
 		if o.grp == 2 {
 			p.early, edge, window, p.straddle, summed = early, e, w, st, true
@@ -173,6 +218,9 @@ func readFetch(br pgx.BatchResults, rows []Row, c Cursor, limit, scan int) (Batc
 	}
 	if !summed {
 		return b, errors.New("the fetch returned no summary row")
+	}
+	if !live {
+		return b, errNotLive
 	}
 	if edge != nil {
 		p.edge = *edge

@@ -11,7 +11,7 @@ import (
 
 // TestFetchAfterAnalyzeOfEmptyOutbox: the outbox's statistics say it is
 // empty (analysed while a relay kept it so, as autovacuum does), the
-// fetch's generic plan is made then, and a backlog follows while a
+// fetches' generic plans are made then, and a backlog follows while a
 // transaction stays open, so that every batch probes for its rows. Each
 // probe must read that transaction's rows by the primary key: a plan that
 // reads the id index and filters on txid reads the whole backlog every
@@ -26,7 +26,10 @@ func TestFetchAfterAnalyzeOfEmptyOutbox(t *testing.T) {
 
 	conn := mustConn(t, ctx, pool)
 	var c sqlkit.Cursor
-	b, err := sqlkit.Fetch(ctx, conn, c, 100, nil) // the generic plan is made on the empty outbox
+	// Both fetch queries' generic plans are made on the empty outbox.
+	b, err := sqlkit.FetchFull(ctx, conn, c, 100, nil)
+	require.NoError(t, err)
+	_, _, err = sqlkit.FetchLive(ctx, conn, c, 100)
 	require.NoError(t, err)
 	c = c.Advance(b)
 
