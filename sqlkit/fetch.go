@@ -83,7 +83,7 @@ var (
 //
 // A relay that keeps up reads with fetch_live.sql, whose much smaller plan
 // costs about 100 µs less per batch (measured from Go: 175 µs against 260
-// for an empty batch, 280 against 390 for one event), a quarter of what
+// for an empty batch, 280 against 390 for one event), an eighth of what
 // the relay spent between a notification and the event's arrival in Redis
 // at 1,000 single-row transactions a second. Where that query cannot
 // answer (its header says when), it says so, and Fetch reads again with
