@@ -107,6 +107,45 @@ func TestCaptureFunctionsAreRemadeByMigrate(t *testing.T) {
 	}, readEvents(t, pool))
 }
 
+// TestMigrateLeavesATriggerItMayNotReplace: an older version's trigger
+// (cdc.capture() with its options as arguments) on a table owned by a role
+// the migrating role is not a member of, as when a table owner enabled CDC
+// on it. Migrate may not point that trigger at the table's capture
+// function; it must neither fail nor lose the options: the trigger stays on
+// cdc.capture(), which captures with them, and the function made for it,
+// now unused, is dropped again.
+func TestMigrateLeavesATriggerItMayNotReplace(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	migrator, migratorURL := testenv.NewOwnedDatabase(t, "pgrelay_migrator_")
+	pool := testenv.Pool(t, migratorURL)
+	require.NoError(t, sqlkit.Migrate(ctx, pool))
+	owner, ownerURL := testenv.NewRole(t, migratorURL, "pgrelay_tableowner_")
+	_, err := pool.Exec(ctx, `GRANT CREATE ON SCHEMA public TO `+pgx.Identifier{owner}.Sanitize())
+	require.NoError(t, err)
+	ownerPool := testenv.Pool(t, ownerURL)
+	_, err = ownerPool.Exec(ctx, `CREATE TABLE b (id int PRIMARY KEY, n int, secret text)`)
+	require.NoError(t, err)
+	u, err := url.Parse(migratorURL)
+	require.NoError(t, err)
+	admin := testenv.Pool(t, testenv.WithDatabase(testenv.AdminURL(), u.Path[1:]))
+	_, err = admin.Exec(ctx, `CREATE TRIGGER cdc_capture_insert AFTER INSERT ON b REFERENCING NEW TABLE AS new_rows
+		FOR EACH STATEMENT EXECUTE FUNCTION cdc.capture('', '{3}', '{}', '(n > 0)')`)
+	require.NoError(t, err)
+
+	// Another version's code, so that Migrate installs its own again.
+	_, err = pool.Exec(ctx, `UPDATE cdc.code_version SET digest = 'other'`)
+	require.NoError(t, err)
+	require.NoError(t, sqlkit.Migrate(ctx, pool), "as %s, who does not own b", migrator)
+	calls, made := captureFunctions(t, ctx, pool)
+	require.Equal(t, map[string]string{"b": "cdc.capture"}, calls)
+	require.Empty(t, made)
+
+	_, err = ownerPool.Exec(ctx, `INSERT INTO b VALUES (1, 1, 's'), (2, -1, 's')`)
+	require.NoError(t, err)
+	require.Equal(t, []event{{"insert", "1", `{"id":1,"n":1}`, ""}}, readEvents(t, pool))
+}
+
 // TestCaptureFunctionsFollowDDLInASession: a session that has run a
 // table's capture function (and kept its plans) captures columns added
 // since, and when a column the filter uses is dropped, captures unfiltered
