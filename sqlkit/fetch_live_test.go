@@ -17,8 +17,8 @@ import (
 // it gives the same events, and the cursor advances to the same place. The
 // outbox is still while both read, so they see the same transactions;
 // between reads a script commits transactions of one to three statements,
-// rolls some back, keeps one that inserts open across reads now and then (a pending
-// transaction, later committed), and writes statements large enough for
+// rolls some back, keeps one that inserts open across reads now and then
+// (a pending or a fresh transaction, later committed), and writes statements large enough for
 // several chunks, while the batch size varies.
 func TestFetchLiveAgreesWithFull(t *testing.T) {
 	t.Parallel()
@@ -43,12 +43,22 @@ func TestFetchLiveAgreesWithFull(t *testing.T) {
 	var (
 		c                 sqlkit.Cursor
 		open              pgx.Tx
+		commitNext        bool
 		compared, refused int
 		pending           int // of the compared, with pending transactions
+		fresh             int // and with fresh ones (see fetch_live.sql)
 		events            int
 	)
 	for step := 0; step < 1000 || open != nil; step++ {
 		switch k := rng.IntN(12); {
+		case commitNext:
+			// Half of the time with a row above the mark too.
+			if rng.IntN(2) == 0 {
+				_, err := open.Exec(ctx, `INSERT INTO items (v) VALUES (10)`)
+				require.NoError(t, err)
+			}
+			require.NoError(t, open.Commit(ctx))
+			open, commitNext = nil, false
 		case k < 5:
 			err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 				for range 1 + rng.IntN(3) {
@@ -74,6 +84,27 @@ func TestFetchLiveAgreesWithFull(t *testing.T) {
 		case k == 5 || k == 6 && open != nil && step > 1000:
 			require.NoError(t, open.Commit(ctx))
 			open = nil
+		case k == 8 && open == nil:
+			// Open a transaction that writes before another that took
+			// its txid earlier, and that commits first: while it stays
+			// open, a read's snapshot may leave it out of its
+			// in-progress list (its txid is above the snapshot's xmax)
+			// with its row below the next mark, so that it is found as
+			// a fresh transaction when it commits.
+			early, err := pool.Begin(ctx)
+			require.NoError(t, err)
+			_, err = early.Exec(ctx, `SELECT pg_current_xact_id()`)
+			require.NoError(t, err)
+			open, err = pool.Begin(ctx)
+			require.NoError(t, err)
+			_, err = open.Exec(ctx, `INSERT INTO items (v) VALUES (8)`)
+			require.NoError(t, err)
+			_, err = early.Exec(ctx, `INSERT INTO items (v) VALUES (9)`)
+			require.NoError(t, err)
+			require.NoError(t, early.Commit(ctx))
+			// Committed right after the next read, before a later
+			// transaction can end and put it in a snapshot's list.
+			commitNext = true
 		case k == 7 && rng.IntN(8) == 0:
 			_, err := pool.Exec(ctx, `INSERT INTO items (v) SELECT g FROM generate_series(1, 2500) g`)
 			require.NoError(t, err)
@@ -93,6 +124,12 @@ func TestFetchLiveAgreesWithFull(t *testing.T) {
 				if len(c.Pending) > 0 {
 					pending++
 				}
+				for _, r := range live.Rows {
+					if r.Txid >= c.NextTxid && r.ID <= c.Mark {
+						fresh++
+						break
+					}
+				}
 				require.Equal(t, full.Rows, live.Rows, "step %d: the events", step)
 				require.Equal(t, full.Full, live.Full, "step %d: whether the batch is full", step)
 				// The snapshots differ in the transactions of other
@@ -107,9 +144,10 @@ func TestFetchLiveAgreesWithFull(t *testing.T) {
 		events += len(full.Rows)
 		c = c.Advance(full)
 	}
-	t.Logf("%d live fetches agreed with full ones (%d with pending transactions), %d refused; %d events",
-		compared, pending, refused, events)
+	t.Logf("%d live fetches agreed with full ones (%d with pending transactions, %d with fresh ones), %d refused; %d events",
+		compared, pending, fresh, refused, events)
 	require.Greater(t, compared, 100, "the live fetch answered often")
 	require.Positive(t, pending, "with pending transactions too")
+	require.Positive(t, fresh, "and with fresh ones")
 	require.Positive(t, refused, "and refused some")
 }
