@@ -82,11 +82,11 @@ var (
 // reused when it has the capacity.
 //
 // A relay that keeps up reads with fetch_live.sql, whose much smaller plan
-// costs about 100 µs less per batch (measured from Go: 175 µs against 260
-// for an empty batch, 280 against 390 for one event), an eighth of what
-// the relay spent between a notification and the event's arrival in Redis
-// at 1,000 single-row transactions a second; under pgbench's TPC-B its
-// backend used a fifth less CPU. Where that query cannot answer (its
+// costs 120–160 µs less per batch (measured from Go in one run: 235 µs
+// against 365 for an empty batch, 307–349 against 465–471 for one event),
+// about a sixth of what the relay spent between a notification and the
+// event's arrival in Redis at 1,000 single-row transactions a second;
+// under pgbench's TPC-B its backend used a fifth less CPU. Where that query cannot answer (its
 // header says when), it says so, and Fetch reads again with
 // fetch_batch.sql: a second round trip, under a newer snapshot, which is
 // as correct as the first.
