@@ -86,10 +86,10 @@ var (
 // against 365 for an empty batch, 307–349 against 465–471 for one event),
 // about a sixth of what the relay spent between a notification and the
 // event's arrival in Redis at 1,000 single-row transactions a second;
-// under pgbench's TPC-B its backend used a fifth less CPU. Where that query cannot answer (its
-// header says when), it says so, and Fetch reads again with
-// fetch_batch.sql: a second round trip, under a newer snapshot, which is
-// as correct as the first.
+// under pgbench's TPC-B its backend used a fifth less CPU. Where that
+// query cannot answer (its header says when), it says so, and Fetch reads
+// again with fetch_batch.sql: a second round trip, under a newer
+// snapshot, which is as correct as the first.
 func Fetch(ctx context.Context, conn *pgx.Conn, c Cursor, limit int, rows []Row) (Batch, error) {
 	if c.live() {
 		b, err := fetchLive(ctx, conn, c, limit, rows)
@@ -129,9 +129,6 @@ func fetch(ctx context.Context, conn *pgx.Conn, rows []Row, c Cursor, limit, sca
 	b, err := readFetch(br, rows[:0], c, limit, scan)
 	if closeErr := br.Close(); err == nil && closeErr != nil {
 		err = closeErr
-	}
-	if errors.Is(err, errNotLive) {
-		return Batch{}, err
 	}
 	if err != nil {
 		return Batch{}, fmt.Errorf("fetch outbox batch: %w", err)

@@ -18,8 +18,8 @@ import (
 // outbox is still while both read, so they see the same transactions;
 // between reads a script commits transactions of one to three statements,
 // rolls some back, keeps one that inserts open across reads now and then
-// (a pending or a fresh transaction, later committed), and writes statements large enough for
-// several chunks, while the batch size varies.
+// (a pending or a fresh transaction, later committed), and writes
+// statements large enough for several chunks, while the batch size varies.
 func TestFetchLiveAgreesWithFull(t *testing.T) {
 	t.Parallel()
 	ctx, pool := setup(t, `CREATE TABLE items (id bigserial PRIMARY KEY, v int NOT NULL);
