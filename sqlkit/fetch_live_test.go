@@ -84,7 +84,7 @@ func TestFetchLiveAgreesWithFull(t *testing.T) {
 		case k == 5 || k == 6 && open != nil && step > 1000:
 			require.NoError(t, open.Commit(ctx))
 			open = nil
-		case k == 8 && open == nil:
+		case k >= 8 && k <= 9 && open == nil:
 			// Open a transaction that writes before another that took
 			// its txid earlier, and that commits first: while it stays
 			// open, a read's snapshot may leave it out of its
@@ -104,6 +104,10 @@ func TestFetchLiveAgreesWithFull(t *testing.T) {
 			require.NoError(t, early.Commit(ctx))
 			// Committed right after the next read, before a later
 			// transaction can end and put it in a snapshot's list.
+			// Whether that read's snapshot leaves it out depends on
+			// every database of the server (a later transaction of
+			// another test's that ended first puts it in the list), so
+			// this is tried often.
 			commitNext = true
 		case k == 7 && rng.IntN(8) == 0:
 			_, err := pool.Exec(ctx, `INSERT INTO items (v) SELECT g FROM generate_series(1, 2500) g`)
