@@ -13,6 +13,7 @@ package metrics
 import (
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -113,14 +114,31 @@ func (m *Metrics) Observe(a relay.Activity) {
 		parked := m.parkedIDs
 		m.parkedIDs = nil
 		m.parkedMu.Unlock()
+		// Counted by runs of events of one table and action (a statement's
+		// chunk, a transaction): looking a labelled counter up for every
+		// event was a sixth of the relay's CPU while draining a backlog.
+		var (
+			run   *relay.Event // the first event of the current run
+			n     int          // its delivered events
+			stamp time.Time    // the last lag observed, and its value
+			lag   float64
+		)
 		for i := range a.Events {
 			e := &a.Events[i]
 			if parked[e.ID] {
 				continue
 			}
-			m.delivered.WithLabelValues(e.Schema, labelTable(e), string(e.Action)).Inc()
-			m.lag.Observe(a.At.Sub(e.Timestamp).Seconds())
+			if run == nil || !sameLabels(run, e) {
+				m.countDelivered(run, n)
+				run, n = e, 0
+			}
+			n++
+			if !e.Timestamp.Equal(stamp) {
+				stamp, lag = e.Timestamp, a.At.Sub(e.Timestamp).Seconds()
+			}
+			m.lag.Observe(lag)
 		}
+		m.countDelivered(run, n)
 	case relay.ActivityParked:
 		m.parked.Inc()
 		m.parkedMu.Lock()
@@ -142,6 +160,18 @@ func (m *Metrics) Observe(a relay.Activity) {
 		m.polling.Set(0)
 	}
 	m.health.observe(a)
+}
+
+// countDelivered adds n delivered events labelled as e (none when e is nil).
+func (m *Metrics) countDelivered(e *relay.Event, n int) {
+	if e != nil && n > 0 {
+		m.delivered.WithLabelValues(e.Schema, labelTable(e), string(e.Action)).Add(float64(n))
+	}
+}
+
+// sameLabels reports whether a and b count under the same labels.
+func sameLabels(a, b *relay.Event) bool {
+	return a.Action == b.Action && a.Schema == b.Schema && labelTable(a) == labelTable(b)
 }
 
 // labelTable is the table label of e: its table, or a custom event's

@@ -216,3 +216,40 @@ func TestReadyzFollowsDatabaseAndRedis(t *testing.T) {
 	code, _ = probe(t, srv, "/healthz")
 	require.Equal(t, http.StatusServiceUnavailable, code, "the relay stopped")
 }
+
+// TestDeliveredCountsByLabels: a batch's events are counted under their
+// own table and action however they interleave, parked ones not at all,
+// and every delivered event's lag is observed.
+func TestDeliveredCountsByLabels(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := metrics.New(metrics.Config{Registry: reg})
+	now := time.Now()
+	ev := func(id int64, table string, action relay.Action) relay.Event {
+		e := relay.Event{ID: id, Schema: "public", Table: table, Action: action, Timestamp: now.Add(-time.Duration(id) * time.Millisecond)}
+		if action == relay.ActionMessage {
+			e.Schema, e.Table, e.CustomChannel = "", "", table
+		}
+		return e
+	}
+	events := []relay.Event{
+		ev(1, "a", relay.ActionInsert), ev(2, "a", relay.ActionInsert), ev(3, "b", relay.ActionInsert),
+		ev(4, "a", relay.ActionInsert), ev(5, "a", relay.ActionUpdate), ev(6, "a", relay.ActionUpdate),
+		ev(7, "orders.shipped", relay.ActionMessage), ev(8, "orders.shipped", relay.ActionMessage),
+		ev(9, "a", relay.ActionUpdate),
+	}
+	m.Observe(relay.Activity{Kind: relay.ActivityParked, Events: []relay.Event{events[5]}})
+	m.Observe(relay.Activity{Kind: relay.ActivityBatch, Events: events, At: now})
+	for _, tt := range []struct {
+		schema, table, action string
+		want                  float64
+	}{
+		{"public", "a", "insert", 3},
+		{"public", "b", "insert", 1},
+		{"public", "a", "update", 2}, // one of three parked
+		{"", "orders.shipped", "message", 2},
+	} {
+		got := value(t, reg, "pgrelay_events_delivered_total", map[string]string{"schema": tt.schema, "table": tt.table, "action": tt.action})
+		require.Equal(t, tt.want, got, "%s.%s %s", tt.schema, tt.table, tt.action)
+	}
+	require.Equal(t, float64(len(events)-1), value(t, reg, "pgrelay_delivery_lag_seconds", nil))
+}

@@ -286,15 +286,20 @@ func (k keySpec) of(data []byte) ([]byte, error) {
 }
 
 // appendChunk appends the events of outbox row r, whose rows column holds
-// the chunk (and old_rows the old images, for updates), to rows.
-func appendChunk(rows []Row, r Row, chunk, oldChunk []byte, keyColumns []string) ([]Row, error) {
+// the chunk (and old_rows the old images, for updates), to rows. events is
+// the outbox row's count of event ids, which sizes the split.
+func appendChunk(rows []Row, r Row, chunk, oldChunk []byte, keyColumns []string, events int) ([]Row, error) {
+	n := min(max(events, 0), maxChunkEvents)
+	if oldChunk != nil {
+		n /= 2
+	}
 	var (
 		news, olds [][]byte
 		err        error
 	)
-	news, err = splitArray(chunk, news)
+	news, err = splitArray(chunk, make([][]byte, 0, n))
 	if err == nil && oldChunk != nil {
-		olds, err = splitArray(oldChunk, olds)
+		olds, err = splitArray(oldChunk, make([][]byte, 0, n))
 		if err == nil && len(olds) != len(news) {
 			err = fmt.Errorf("%d new rows but %d old ones", len(news), len(olds))
 		}

@@ -270,7 +270,7 @@ func readFetch(br pgx.BatchResults, rows []Row, c Cursor, limit, scan int) (Batc
 			continue
 		}
 		n := len(rows)
-		if rows, err = appendChunk(rows, o.r, o.chunk, o.old, o.keyColumns); err != nil {
+		if rows, err = appendChunk(rows, o.r, o.chunk, o.old, o.keyColumns, int(o.events)); err != nil {
 			return b, err
 		}
 		if delivered {

@@ -71,6 +71,10 @@ type Config struct {
 	// the stream's bookkeeping key is put in the same hash slot as the
 	// stream, which needs a name without braces or with a valid hash tag.
 	Channel func(*relay.Event) string
+
+	// defaultChannel: Channel was left to its default, whose names the
+	// handler may reuse (Handler.sameChannel).
+	defaultChannel bool
 }
 
 // withDefaults returns c with its zero fields set to their defaults.
@@ -88,7 +92,7 @@ func (c Config) withDefaults() Config {
 		c.StreamMaxLen = DefaultStreamMaxLen
 	}
 	if c.Channel == nil {
-		c.Channel = (*relay.Event).Channel
+		c.Channel, c.defaultChannel = (*relay.Event).Channel, true
 	}
 	return c
 }

@@ -3,6 +3,7 @@ package redis_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -109,4 +110,55 @@ func TestRedisCustomChannel(t *testing.T) {
 		require.NoError(t, json.Unmarshal([]byte(msg.Payload), &e))
 		require.Equal(t, want.ID, e.EventID)
 	}
+}
+
+// TestRedisMixedBatchChannels: in one batch, each event goes to its own
+// channel however tables, schemas and custom channels alternate (the
+// handler reuses a channel's name between events of one table).
+func TestRedisMixedBatchChannels(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	rdb := testenv.Redis(t)
+	a, b := testenv.UniqueName("a"), testenv.UniqueName("b")
+	msg := testenv.UniqueName("orders") + ".shipped"
+	row := func(id int64, schema, table string) relay.Event {
+		return relay.Event{ID: id, Txid: 1, Schema: schema, Table: table, Action: relay.ActionInsert,
+			Key: []byte(fmt.Sprint(id)), Data: []byte(fmt.Sprintf(`{"id":%d}`, id))}
+	}
+	message := func(id int64, channel string) relay.Event {
+		return relay.Event{ID: id, Txid: 1, Action: relay.ActionMessage, CustomChannel: channel, Data: []byte(`{}`)}
+	}
+	events := []relay.Event{
+		row(1, "public", a), row(2, "public", a), row(3, "other", a), row(4, "public", b),
+		message(5, msg), message(6, msg), message(7, msg+".2"), row(8, "public", a),
+	}
+	want := map[string][]int64{
+		"public." + a + ".cdc_events": {1, 2, 8},
+		"other." + a + ".cdc_events":  {3},
+		"public." + b + ".cdc_events": {4},
+		msg:                           {5, 6},
+		msg + ".2":                    {7},
+	}
+	var channels []string
+	for c := range want {
+		channels = append(channels, c)
+	}
+	sub := rdb.Subscribe(ctx, channels...)
+	defer sub.Close()
+	for range channels {
+		_, err := sub.Receive(ctx) // each subscription confirmed
+		require.NoError(t, err)
+	}
+	require.NoError(t, newHandler(t, redissink.Config{Client: rdb}).OnEvents(ctx, events))
+	got := map[string][]int64{}
+	for range events {
+		m, err := sub.ReceiveMessage(ctx)
+		require.NoError(t, err)
+		var e struct {
+			EventID int64 `json:"event_id"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(m.Payload), &e), m.Payload)
+		got[m.Channel] = append(got[m.Channel], e.EventID)
+	}
+	require.Equal(t, want, got)
 }
