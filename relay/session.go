@@ -51,9 +51,9 @@ type session struct {
 	events      []Event
 }
 
-// connect opens the session's connections: LISTEN first, so that nothing
-// committed from then on can go unnoticed, then the others, then the
-// handlers' OnConnect. The backlog is delivered by run.
+// connect opens the session's connections, LISTENs before anything is
+// read, so that nothing committed from then on can go unnoticed, and calls
+// the handlers' OnConnect. The backlog is delivered by run.
 func (r *Relay) connect(ctx context.Context) (*session, error) {
 	s := &session{r: r, wake: make(chan struct{}, 1), pongs: make(chan uint64, 8)}
 	if err := s.open(ctx); err != nil {
@@ -66,39 +66,56 @@ func (r *Relay) connect(ctx context.Context) (*session, error) {
 
 func (s *session) open(ctx context.Context) (err error) {
 	r := s.r
-	open := func(role string) (*pgx.Conn, error) {
+	type opened struct {
+		conn    *pgx.Conn
+		backend sqlkit.Backend
+		err     error
+	}
+	open := func(role string) (o opened) {
 		cfg := r.pgConfig.Copy()
 		cfg.RuntimeParams["application_name"] = "pgrelay " + role
 		ctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
 		defer cancel()
 		c, err := pgx.ConnectConfig(ctx, cfg)
 		if err != nil {
-			return nil, fmt.Errorf("connect to %s: %w", RedactURL(r.cfg.DatabaseURL), err)
+			return opened{err: fmt.Errorf("connect to %s: %w", RedactURL(r.cfg.DatabaseURL), err)}
 		}
 		b, err := sqlkit.BackendOf(ctx, c)
 		if err != nil {
 			_ = c.Close(ctx)
-			return nil, err
+			return opened{err: err}
 		}
-		s.backends = append(s.backends, b)
-		return c, nil
+		return opened{conn: c, backend: b}
 	}
-	if s.listen, err = open("listener"); err != nil {
-		return err
+	// The worker's and the watchdog's connections are opened while the
+	// listener's is, and LISTENs: a connection takes a few milliseconds,
+	// which a relay starting on a backlog (or reconnecting) would otherwise
+	// wait three times over. Nothing is read before LISTEN is in place.
+	var (
+		others [2]opened
+		wg     sync.WaitGroup
+	)
+	for i, role := range []string{"worker", "watchdog"} {
+		wg.Go(func() { others[i] = open(role) })
 	}
-	tctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
-	defer cancel()
-	if err := sqlkit.CheckSchema(tctx, s.listen); err != nil {
-		return err
+	listener := open("listener")
+	if listener.err == nil {
+		s.listen = listener.conn
+		tctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+		listener.err = sqlkit.CheckSchema(tctx, s.listen)
+		if listener.err == nil {
+			listener.err = sqlkit.Listen(tctx, s.listen)
+		}
+		cancel()
 	}
-	if err := sqlkit.Listen(tctx, s.listen); err != nil {
-		return err
-	}
-	if s.worker, err = open("worker"); err != nil {
-		return err
-	}
-	if s.watchdog, err = open("watchdog"); err != nil {
-		return err
+	wg.Wait()
+	// Set even when something failed, so that close closes them.
+	s.worker, s.watchdog = others[0].conn, others[1].conn
+	for _, o := range []opened{listener, others[0], others[1]} {
+		if o.err != nil {
+			return o.err
+		}
+		s.backends = append(s.backends, o.backend)
 	}
 	if err := s.checkEcho(ctx); err != nil {
 		return err
