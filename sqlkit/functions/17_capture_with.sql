@@ -200,23 +200,6 @@ AS %L$sql$, fname, body);
 END
 $fn$;
 
--- cdc.capture_trigger_sql returns the statement that makes rel's capture
--- trigger for action act call function fname with arguments args.
-CREATE OR REPLACE FUNCTION cdc.capture_trigger_sql(rel regclass, act text, fname text, args text[]) RETURNS text
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-    SELECT format('CREATE OR REPLACE TRIGGER %I AFTER %s ON %s %s FOR EACH STATEMENT EXECUTE FUNCTION cdc.%I(%s)',
-                  'cdc_capture_' || act, upper(act), rel,
-                  CASE act WHEN 'insert' THEN 'REFERENCING NEW TABLE AS new_rows'
-                           WHEN 'update' THEN 'REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows'
-                           WHEN 'delete' THEN 'REFERENCING OLD TABLE AS old_rows'
-                           ELSE '' END,
-                  fname,
-                  (SELECT coalesce(string_agg(quote_literal(x), ', ' ORDER BY n), '')
-                   FROM unnest(args) WITH ORDINALITY AS u(x, n)))
-$fn$;
-
 -- cdc.lock_capture_functions makes the caller's transaction the only one
 -- changing capture triggers and the functions made for options until it
 -- ends. Without it, two ensure-cdc runs at once that make the same new
@@ -255,10 +238,12 @@ END
 $fn$;
 
 -- cdc.refresh_capture_functions remakes every function made for options
--- from the code installed now, and points every capture trigger with
--- options at its function (triggers installed by an older version called
--- cdc.capture() with the options as arguments). Run by every Migrate that
--- installs new code, in its transaction.
+-- from the code installed now, points every capture trigger with options
+-- at its function (triggers installed by an older version called
+-- cdc.capture() with the options as arguments), and gives those with a
+-- row filter the gates they may have, or takes them away (see
+-- 18_gate.sql). Run by every Migrate that installs new code, in its
+-- transaction.
 CREATE OR REPLACE FUNCTION cdc.refresh_capture_functions() RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -267,6 +252,9 @@ DECLARE
     t     record;
     fname text;
     made  text[] := '{}';
+    rel   regclass;
+    gate  text[];
+    op    text;
 BEGIN
     PERFORM cdc.lock_capture_functions();
     FOR t IN
@@ -283,11 +271,17 @@ BEGIN
             EXECUTE cdc.capture_function_sql(t.args);
             made := made || fname;
         END IF;
-        IF t.tgfoid <> format('cdc.%I()', fname)::regprocedure THEN
+        IF rel IS DISTINCT FROM t.rel THEN
+            rel := t.rel;
+            gate := CASE WHEN t.args[1] = '' THEN cdc.gate_conditions(rel, t.args[4]) END;
+        END IF;
+        IF t.tgfoid <> format('cdc.%I()', fname)::regprocedure OR NOT cdc.capture_gated(t.rel, t.act, gate) THEN
             -- Installed by a table owner who did not migrate: cdc.capture()
             -- still captures it with its options, only slower.
             BEGIN
-                EXECUTE cdc.capture_trigger_sql(t.rel, t.act, fname, t.args);
+                FOREACH op IN ARRAY cdc.capture_trigger_ops(t.rel, t.act, fname, t.args, gate) LOOP
+                    EXECUTE op;
+                END LOOP;
             EXCEPTION WHEN insufficient_privilege THEN
                 RAISE WARNING 'pgrelay: % is captured by cdc.capture() with its options; run relay ensure-cdc for it with the same options, as a member of both its owner and the role that migrated (or as superuser), for its faster capture function (%)',
                     t.rel, SQLERRM;

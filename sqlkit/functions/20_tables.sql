@@ -127,6 +127,8 @@ DECLARE
     cdc_owner name := (SELECT p.proowner::regrole::name FROM pg_proc p WHERE p.oid = 'cdc.capture()'::regprocedure);
     found_any boolean := false;
     ops     text[] := '{}';
+    gate    text[];
+    g       text[];
 BEGIN
     PERFORM cdc.check_cdc_target(tbl);
 
@@ -154,6 +156,7 @@ BEGIN
     END IF;
     IF filter <> '' THEN
         filter := cdc.check_row_filter(tbl, filter);
+        gate := cdc.gate_conditions(tbl, filter);
     END IF;
 
     -- One ensure or remove at a time decides and makes its changes.
@@ -165,6 +168,7 @@ BEGIN
     -- First work out what would change, then change it.
     FOR part IN SELECT ct.relid FROM cdc.capture_targets(tbl) ct LOOP
         args := cdc.capture_args(tbl, part, ign, excl, filter);
+        g := CASE WHEN part = tbl THEN gate END;
         FOREACH act IN ARRAY all_actions LOOP
             fname := cdc.capture_function_name(args, act);
             SELECT t.tgfoid = coalesce(to_regprocedure(format('cdc.%I()', fname)), 0) AS ours,
@@ -174,7 +178,7 @@ BEGIN
                 found_any := true;
             END IF;
             IF act = ANY (acts) THEN
-                IF NOT FOUND OR NOT old.ours OR old.targs IS DISTINCT FROM args THEN
+                IF NOT FOUND OR NOT old.ours OR old.targs IS DISTINCT FROM args OR NOT cdc.capture_gated(part, act, g) THEN
                     IF fname <> 'capture' AND fname <> ALL (made) THEN
                         -- Owned, as cdc.capture() is, by the role that
                         -- migrated: it writes the outbox with that role's
@@ -188,10 +192,11 @@ BEGIN
                                    || format('ALTER FUNCTION cdc.%I() OWNER TO %I', fname, cdc_owner);
                         made := made || fname;
                     END IF;
-                    ops := ops || cdc.capture_trigger_sql(part, act, fname, args);
+                    ops := ops || cdc.capture_trigger_ops(part, act, fname, args, g);
                 END IF;
             ELSIF FOUND THEN
-                ops := ops || format('DROP TRIGGER %I ON %s', 'cdc_capture_' || act, part);
+                ops := ops || format('DROP TRIGGER %I ON %s', 'cdc_capture_' || act, part)
+                           || cdc.gate_drop_ops(part, act);
             END IF;
         END LOOP;
     END LOOP;
@@ -206,7 +211,7 @@ BEGIN
 END
 $fn$;
 
--- cdc.remove_cdc_for removes the capture triggers from tbl and returns
+-- cdc.remove_cdc_for removes the capture triggers (and gates) from tbl and returns
 -- 'removed', or 'unchanged' when there were none. Events already in the
 -- outbox are still delivered.
 CREATE OR REPLACE FUNCTION cdc.remove_cdc_for(tbl regclass) RETURNS text
@@ -223,7 +228,10 @@ BEGIN
         SELECT t.tgname, t.tgrelid::regclass FROM pg_trigger t
         WHERE t.tgrelid IN (SELECT ct.relid FROM cdc.capture_targets(tbl) ct)
           AND t.tgname IN ('cdc_capture_insert', 'cdc_capture_update',
-                           'cdc_capture_delete', 'cdc_capture_truncate')
+                           'cdc_capture_delete', 'cdc_capture_truncate',
+                           'cdc_gate_insert', 'cdc_gate_update', 'cdc_gate_delete')
+        -- Each capture trigger before its gate (see 18_gate.sql).
+        ORDER BY t.tgname LIKE 'cdc\_gate\_%'
     LOOP
         EXECUTE format('DROP TRIGGER %I ON %s', trig, part);
         found_any := true;
