@@ -242,7 +242,8 @@ func TestRowFilterGateGuards(t *testing.T) {
 // TestRowFilterGatesOnlyWhereSafe: no gates for tables whose rows could
 // change without a gate seeing them (a partitioned table, an inheritance
 // parent), nor where the guards could not be installed (migrated without
-// superuser); there the capture function checks the filter, as before.
+// superuser) or a writer could not call what the WHEN clauses call; there
+// the capture function checks the filter, as before.
 func TestRowFilterGatesOnlyWhereSafe(t *testing.T) {
 	t.Parallel()
 	ctx, pool := setup(t, `CREATE TABLE parted (id int PRIMARY KEY, score int) PARTITION BY RANGE (id);
@@ -255,11 +256,18 @@ func TestRowFilterGatesOnlyWhereSafe(t *testing.T) {
 		require.Equal(t, noGates, gates(t, ctx, pool, tbl))
 	}
 	require.Equal(t, noGates, gates(t, ctx, pool, "parted_1"))
+	// Nor where a writer might not call what the WHEN clauses call.
+	_, err := pool.Exec(ctx, `CREATE TABLE acct (id int PRIMARY KEY, score int);
+		REVOKE EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) FROM PUBLIC`)
+	require.NoError(t, err)
+	_, err = sqlkit.EnsureCDCWith(ctx, pool, sqlkit.CaptureOptions{Where: "score > 10"}, sqlkit.Table{Name: "acct"})
+	require.NoError(t, err)
+	require.Equal(t, noGates, gates(t, ctx, pool, "acct"))
 
 	_, ownerURL := testenv.NewOwnedDatabase(t, "pgrelay_gates_")
 	owned := testenv.Pool(t, ownerURL)
 	require.NoError(t, sqlkit.Migrate(ctx, owned))
-	_, err := owned.Exec(ctx, `CREATE TABLE acct (id int PRIMARY KEY, score int)`)
+	_, err = owned.Exec(ctx, `CREATE TABLE acct (id int PRIMARY KEY, score int)`)
 	require.NoError(t, err)
 	_, err = sqlkit.EnsureCDCWith(ctx, owned, sqlkit.CaptureOptions{Where: "score > 10"}, sqlkit.Table{Name: "acct"})
 	require.NoError(t, err)

@@ -90,7 +90,8 @@ $fn$;
 -- needs it, with its columns those of the changed row: {on NEW, on OLD}.
 -- It returns NULL where no gate may be installed: the filter could fail
 -- (cdc.gate_safe), or tbl is not a plain table without inheritance
--- children, or the guards are not installed (see the header). As
+-- children, or the guards are not installed (see the header), or not
+-- every role may call the functions the WHEN clauses call. As
 -- cdc.check_row_filter, it works on an empty temporary copy of tbl's
 -- columns, in a block that is always rolled back; PostgreSQL prints the
 -- filter over that copy, aliased new or old, back.
@@ -109,7 +110,10 @@ BEGIN
        OR NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = tbl AND c.relkind = 'r' AND NOT c.relispartition)
        OR EXISTS (SELECT FROM pg_inherits i WHERE i.inhparent = tbl)
        OR (SELECT count(*) FROM pg_event_trigger e
-           WHERE e.evtname IN ('cdc_gate_guard_drop', 'cdc_gate_guard_ddl') AND e.evtenabled <> 'D') < 2 THEN
+           WHERE e.evtname IN ('cdc_gate_guard_drop', 'cdc_gate_guard_ddl') AND e.evtenabled <> 'D') < 2
+       -- The WHEN clauses call these as the writer, whatever role it is.
+       OR NOT has_function_privilege('public', 'pg_catalog.set_config(text, text, boolean)', 'EXECUTE')
+       OR NOT has_function_privilege('public', 'pg_catalog.current_setting(text, boolean)', 'EXECUTE') THEN
         RETURN NULL;
     END IF;
     BEGIN
