@@ -50,6 +50,9 @@ type TableStatus struct {
 	IgnoreColumns  []string `json:"ignore_columns"`
 	ExcludeColumns []string `json:"exclude_columns"`
 	Where          string   `json:"where"`
+	// WhereGated says whether the row filter has gates
+	// (sqlkit.CaptureOptions.Where).
+	WhereGated bool `json:"where_gated"`
 	// Pending, Failed, OldestPending, OldestPendingAge: as in Status, for
 	// this table.
 	Pending          int64      `json:"pending"`
@@ -130,7 +133,7 @@ func readStatus(ctx context.Context, db sqlkit.DB, name string) (Status, error) 
 		index[t.Table] = len(st.Tables)
 		st.Tables = append(st.Tables, TableStatus{Schema: t.Schema, Table: t.Name, Captured: true,
 			Actions: t.Options.Actions, IgnoreColumns: t.Options.IgnoreColumns,
-			ExcludeColumns: t.Options.ExcludeColumns, Where: t.Options.Where})
+			ExcludeColumns: t.Options.ExcludeColumns, Where: t.Options.Where, WhereGated: t.Gated})
 	}
 	// table returns t's entry, adding one for a table no longer captured
 	// or a custom events' channel.

@@ -26,7 +26,12 @@ type CaptureOptions struct {
 	// own columns with immutable built-in functions only, as PostgreSQL's
 	// publication row filters: rows it does not hold for are not
 	// captured; an UPDATE that takes a row into it is an insert, out of
-	// it a delete. Defaults to none.
+	// it a delete. Where it cannot fail for any row (comparisons of
+	// columns with constants, AND, OR, NOT, IS NULL, IN lists) and the
+	// schema was migrated by a superuser, it gets gates (see the README's
+	// "Capture options"): rows it rejects then cost no function call, and,
+	// as with publication row filters, its columns cannot be dropped or
+	// changed in type while it uses them. Defaults to none.
 	Where string
 }
 
@@ -56,6 +61,9 @@ func (o CaptureOptions) IsDefault() bool {
 type CapturedTable struct {
 	Table
 	Options CaptureOptions
+	// Gated says whether the row filter has gates (see
+	// CaptureOptions.Where).
+	Gated bool
 }
 
 var sqlCapturedTables = query("captured_tables")
@@ -73,7 +81,7 @@ func CapturedTables(ctx context.Context, db DB) ([]CapturedTable, error) {
 	tables, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (CapturedTable, error) {
 		var t CapturedTable
 		var where *string
-		err := row.Scan(&t.Schema, &t.Name, &t.Options.Actions, &t.Options.IgnoreColumns, &t.Options.ExcludeColumns, &where)
+		err := row.Scan(&t.Schema, &t.Name, &t.Options.Actions, &t.Options.IgnoreColumns, &t.Options.ExcludeColumns, &where, &t.Gated)
 		if where != nil {
 			t.Options.Where = *where
 		}

@@ -140,6 +140,7 @@ func TestEnsureCDCStatusesAndOptionsShown(t *testing.T) {
 		Table: sqlkit.Table{Schema: "public", Name: "acct"},
 		Options: sqlkit.CaptureOptions{Actions: []string{"insert", "update"}, IgnoreColumns: []string{},
 			ExcludeColumns: []string{"secret"}, Where: "(name <> 'x'::text)"},
+		Gated: true,
 	}}, tables)
 	// The same through SQL, with named arguments.
 	var status string

@@ -38,13 +38,13 @@ func TestCLICaptureOptions(t *testing.T) {
 
 	out, _, err := runCLI(ctx, "--database-url", dbURL, "status")
 	require.NoError(t, err)
-	require.Contains(t, out, "  public.acct (actions insert,update; ignore seen; exclude secret; where (name <> 'bot'::text))\n")
+	require.Contains(t, out, "  public.acct (actions insert,update; ignore seen; exclude secret; where (name <> 'bot'::text) (gated))\n")
 	out, _, err = runCLI(ctx, "--database-url", dbURL, "status", "--json")
 	require.NoError(t, err)
 	var st relay.Status
 	require.NoError(t, json.Unmarshal([]byte(out), &st))
 	require.Equal(t, []relay.TableStatus{{Schema: "public", Table: "acct", Captured: true, Actions: []string{"insert", "update"},
-		IgnoreColumns: []string{"seen"}, ExcludeColumns: []string{"secret"}, Where: "(name <> 'bot'::text)"}}, st.Tables)
+		IgnoreColumns: []string{"seen"}, ExcludeColumns: []string{"secret"}, Where: "(name <> 'bot'::text)", WhereGated: true}}, st.Tables)
 
 	for _, tc := range []struct {
 		flags []string

@@ -33,7 +33,11 @@ func describe(t relay.TableStatus) string {
 		parts = append(parts, "exclude "+strings.Join(t.ExcludeColumns, ","))
 	}
 	if t.Where != "" {
-		parts = append(parts, "where "+t.Where)
+		w := "where " + t.Where
+		if t.WhereGated {
+			w += " (gated)"
+		}
+		parts = append(parts, w)
 	}
 	return strings.Join(parts, "; ")
 }
