@@ -282,3 +282,21 @@ func TestConcurrentEnsureCDCWithTheSameNewOptions(t *testing.T) {
 	require.Len(t, made, 1)
 	require.Equal(t, map[string]string{"a": "cdc." + made[0], "b": "cdc." + made[0]}, calls)
 }
+
+// TestRowFilterOfAColumnNamedLikeAVariable: a filter whose column is named
+// like one of the capture function's variables once was (n, sch, keys)
+// and was dropped fails, and its rows are captured unfiltered; it does not
+// take the variable instead, which had every row rejected.
+func TestRowFilterOfAColumnNamedLikeAVariable(t *testing.T) {
+	t.Parallel()
+	ctx, pool := setup(t, `CREATE TABLE a (id int PRIMARY KEY, n int, sch text, keys text)`)
+	// Without gates (arithmetic), so that the columns can be dropped.
+	_, err := sqlkit.EnsureCDCWith(ctx, pool, sqlkit.CaptureOptions{Where: "n + 0 > 0 AND sch IS NOT NULL AND keys IS NOT NULL"},
+		sqlkit.Table{Name: "a"})
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `ALTER TABLE a DROP COLUMN n, DROP COLUMN sch, DROP COLUMN keys`)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `INSERT INTO a VALUES (1)`)
+	require.NoError(t, err)
+	require.Equal(t, []event{{"insert", "1", `{"id":1}`, ""}}, readEvents(t, pool))
+}

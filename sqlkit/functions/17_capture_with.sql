@@ -121,7 +121,11 @@ $fn$;
 --
 -- The function's variables are qualified by its block label, and columns
 -- win over variables (#variable_conflict use_column): the row filter names
--- the table's columns unqualified, whatever they are called. A filter that
+-- the table's columns unqualified, whatever they are called. Their names
+-- start with pgrelay_, so that a filter whose column was renamed or dropped
+-- does not take a variable of the old name instead and reject every row
+-- (a column n renamed made "n > 0" the variable n's, NULL): it fails, and
+-- the rows are captured unfiltered. A filter that
 -- no longer fits the table (a column it uses was renamed or dropped) must
 -- not fail the application's write, nor lose its changes: they are then
 -- captured unfiltered, with a warning, as before the filter was set.
@@ -134,17 +138,17 @@ DECLARE
     filter   constant text := args[4];
     has_excl constant boolean := args[2] <> '{}';
     has_ign  constant boolean := args[3] <> '{}';
-    vars constant text[] := ARRAY['pgrelay.sch', 'pgrelay.rel', 'pgrelay.keys', 'pgrelay.excl', 'pgrelay.ign'];
-    into_n constant text := ' INTO pgrelay.n';
+    vars constant text[] := ARRAY['pgrelay.pgrelay_sch', 'pgrelay.pgrelay_rel', 'pgrelay.pgrelay_keys', 'pgrelay.pgrelay_excl', 'pgrelay.pgrelay_ign'];
+    into_n constant text := ' INTO pgrelay.pgrelay_n';
     context constant text :=
-        'SELECT c.sch, c.rel, c.keys, c.excl, c.ign INTO pgrelay.sch, pgrelay.rel, pgrelay.keys, pgrelay.excl, pgrelay.ign '
+        'SELECT c.sch, c.rel, c.keys, c.excl, c.ign INTO pgrelay.pgrelay_sch, pgrelay.pgrelay_rel, pgrelay.pgrelay_keys, pgrelay.pgrelay_excl, pgrelay.pgrelay_ign '
         'FROM cdc.capture_context(TG_RELID, TG_ARGV, TG_TABLE_SCHEMA, TG_TABLE_NAME) c;';
     -- The settings the JSON depends on, pinned only where the session's
     -- differ (functions/05_settings.sql): once a statement has rows to
     -- capture, so that a statement the filter rejects costs no more; and
     -- again in the exception handler, since the failed block's pinning
     -- was undone with it.
-    pin constant text := E'IF NOT cdc.capture_settings_ok() THEN\n    pgrelay.saved := cdc.capture_pin();\nEND IF;\n';
+    pin constant text := E'IF NOT cdc.capture_settings_ok() THEN\n    pgrelay.pgrelay_saved := cdc.capture_pin();\nEND IF;\n';
     pre_new text;
     pre_old text;
     capture text;
@@ -163,12 +167,12 @@ BEGIN
     capture := 'IF TG_OP = ''INSERT'' THEN' || E'\n'
         || 'IF ' || pre_new || E' THEN RETURN NULL; END IF;\n'
         || pin || context || E'\n' || cdc.capture_chunk_statement('INSERT', has_excl, filter, vars) || E';\n'
-        || E'GET DIAGNOSTICS pgrelay.n = ROW_COUNT;\nIF pgrelay.n = 0 THEN\n'
+        || E'GET DIAGNOSTICS pgrelay.pgrelay_n = ROW_COUNT;\nIF pgrelay.pgrelay_n = 0 THEN\n'
         || cdc.capture_statement('INSERT', has_excl, has_ign, filter, vars, into_n) || E';\nEND IF;'
         || E'\nELSIF TG_OP = ''DELETE'' THEN\n'
         || 'IF ' || pre_old || E' THEN RETURN NULL; END IF;\n'
         || pin || context || E'\n' || cdc.capture_chunk_statement('DELETE', has_excl, filter, vars) || E';\n'
-        || E'GET DIAGNOSTICS pgrelay.n = ROW_COUNT;\nIF pgrelay.n = 0 THEN\n'
+        || E'GET DIAGNOSTICS pgrelay.pgrelay_n = ROW_COUNT;\nIF pgrelay.pgrelay_n = 0 THEN\n'
         || cdc.capture_statement('DELETE', has_excl, has_ign, filter, vars, into_n) || E';\nEND IF;'
         || E'\nELSE\n'
         || 'IF ' || pre_new || ' AND ' || pre_old || E' THEN RETURN NULL; END IF;\n'
@@ -179,18 +183,18 @@ BEGIN
             || 'RAISE WARNING ''pgrelay: the row filter of %.% failed (%); this statement''''s rows are captured unfiltered: run relay ensure-cdc again'', '
             || 'TG_TABLE_SCHEMA, TG_TABLE_NAME, SQLERRM;' || E'\n'
             || pin || context || E'\n'
-            || 'EXECUTE cdc.capture_sql(TG_OP, pgrelay.excl, pgrelay.ign, '''') INTO pgrelay.n '
-            || 'USING pgrelay.sch, pgrelay.rel, pgrelay.keys;' || E'\n'
+            || 'EXECUTE cdc.capture_sql(TG_OP, pgrelay.pgrelay_excl, pgrelay.pgrelay_ign, '''') INTO pgrelay.pgrelay_n '
+            || 'USING pgrelay.pgrelay_sch, pgrelay.pgrelay_rel, pgrelay.pgrelay_keys;' || E'\n'
             || 'END;';
     END IF;
     body := E'#variable_conflict use_column\n<<pgrelay>>\nDECLARE\n'
-        || E'    sch text;\n    rel text;\n    keys text[];\n    excl text[];\n    ign text[];\n    n bigint;\n    saved text[];\n'
+        || E'    pgrelay_sch text;\n    pgrelay_rel text;\n    pgrelay_keys text[];\n    pgrelay_excl text[];\n    pgrelay_ign text[];\n    pgrelay_n bigint;\n    pgrelay_saved text[];\n'
         || E'BEGIN\n' || capture || E'\n'
         -- As in cdc.capture(): notify only when a relay waits for it, after
         -- the outbox rows are written.
-        || 'IF pgrelay.n > 0 AND pg_sequence_last_value(''cdc.relay_wake_enter'') > pg_sequence_last_value(''cdc.relay_wake_leave'') THEN'
+        || 'IF pgrelay.pgrelay_n > 0 AND pg_sequence_last_value(''cdc.relay_wake_enter'') > pg_sequence_last_value(''cdc.relay_wake_leave'') THEN'
         || E'\n    PERFORM pg_notify(''{{.NotifyChannel}}'', pg_current_xact_id()::text);\nEND IF;\n'
-        || E'IF pgrelay.saved IS NOT NULL THEN\n    PERFORM cdc.capture_unpin(pgrelay.saved);\nEND IF;\n'
+        || E'IF pgrelay.pgrelay_saved IS NOT NULL THEN\n    PERFORM cdc.capture_unpin(pgrelay.pgrelay_saved);\nEND IF;\n'
         || E'RETURN NULL;\nEND';
     RETURN format($sql$CREATE OR REPLACE FUNCTION cdc.%I() RETURNS trigger
 LANGUAGE plpgsql
