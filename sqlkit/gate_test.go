@@ -305,3 +305,32 @@ func TestMigrateGatesOlderFilters(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "unchanged", res[0].Status)
 }
+
+// TestRowFilterFollowsRenamesOnlyWhereItMay: a table owner who may not set
+// capture options (not the role that migrated) still renames a column the
+// gated filter uses: the rename succeeds, and the filter stays as it was;
+// the gate follows the rename, and a statement whose row it let through is
+// captured unfiltered (here: as the filter says).
+func TestRowFilterFollowsRenamesOnlyWhereItMay(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	dbURL := testenv.NewMigratedDatabase(t)
+	migrator := testenv.Pool(t, dbURL)
+	role, roleURL := testenv.NewRole(t, dbURL, "pgrelay_renamer_")
+	_, err := migrator.Exec(ctx, `CREATE TABLE a (id int PRIMARY KEY, n int);
+		ALTER TABLE a OWNER TO `+pgx.Identifier{role}.Sanitize())
+	require.NoError(t, err)
+	_, err = sqlkit.EnsureCDCWith(ctx, migrator, sqlkit.CaptureOptions{Where: "n > 0"}, sqlkit.Table{Name: "a"})
+	require.NoError(t, err)
+	require.Equal(t, allGated, gates(t, ctx, migrator, "a"))
+
+	owner := testenv.Pool(t, roleURL)
+	_, err = owner.Exec(ctx, `ALTER TABLE a RENAME COLUMN n TO m`)
+	require.NoError(t, err, "the rename is not refused")
+	tables, err := sqlkit.CapturedTables(ctx, migrator)
+	require.NoError(t, err)
+	require.Equal(t, "(n > 0)", tables[0].Options.Where)
+	_, err = owner.Exec(ctx, `INSERT INTO a VALUES (1, -1); INSERT INTO a VALUES (2, 2)`)
+	require.NoError(t, err)
+	require.Equal(t, []event{{"insert", "2", `{"id":2,"m":2}`, ""}}, readEvents(t, migrator))
+}
