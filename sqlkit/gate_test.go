@@ -99,6 +99,13 @@ func TestRowFilterGates(t *testing.T) {
 				want = allGated
 			}
 			require.Equal(t, want, gates(t, ctx, pool, "acct"))
+			// Any ALTER TABLE reads a gated filter back (to follow renames):
+			// it reads back as it was.
+			_, err = pool.Exec(ctx, `ALTER TABLE acct ADD COLUMN extra int`)
+			require.NoError(t, err)
+			res, err := sqlkit.EnsureCDCWith(ctx, pool, sqlkit.CaptureOptions{Where: tc.where}, sqlkit.Table{Name: "acct"})
+			require.NoError(t, err)
+			require.Equal(t, "unchanged", res[0].Status)
 
 			calls := captureCalls(t, ctx, pool, `INSERT INTO acct VALUES `+tc.reject)
 			if tc.gated {
@@ -211,8 +218,11 @@ func TestRowFilterGateGuards(t *testing.T) {
 	_, err = pool.Exec(ctx, `CREATE TABLE other (id int); ALTER TABLE acct DROP COLUMN note; INSERT INTO acct VALUES (1, 5), (2, 50)`)
 	require.NoError(t, err, "other DDL is not refused")
 	require.Equal(t, []event{{"insert", "2", `{"id":2,"score":50}`, ""}}, readEvents(t, pool))
+	res, err := sqlkit.EnsureCDCWith(ctx, pool, sqlkit.CaptureOptions{Where: "score > 10"}, acct)
+	require.NoError(t, err)
+	require.Equal(t, "unchanged", res[0].Status, "other DDL leaves the filter as it was")
 
-	res, err := sqlkit.EnsureCDCWith(ctx, pool, sqlkit.CaptureOptions{Where: "id > 1"}, acct)
+	res, err = sqlkit.EnsureCDCWith(ctx, pool, sqlkit.CaptureOptions{Where: "id > 1"}, acct)
 	require.NoError(t, err)
 	require.Equal(t, "updated", res[0].Status)
 	_, err = pool.Exec(ctx, `ALTER TABLE acct DROP COLUMN score`)

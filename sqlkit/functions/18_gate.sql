@@ -233,25 +233,52 @@ AS $fn$
            = EXISTS (SELECT FROM pg_trigger t WHERE t.tgrelid = rel AND t.tgname = 'cdc_gate_' || act)
 $fn$;
 
+-- cdc.gate_printed returns expr, a gate's WHEN over the row alias (new or
+-- old) with tbl's mark as the last term of its AND, without the mark, as
+-- cdc.check_row_filter prints filters; NULL if it cannot. PostgreSQL
+-- prints it as a CHECK constraint of an empty temporary table named as the
+-- alias, in a block that is always rolled back.
+CREATE OR REPLACE FUNCTION cdc.gate_printed(tbl regclass, alias text, expr text) RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    mark constant text := format(' AND (set_config(%L::text, ''y''::text, true) IS NULL))', 'cdc.pass_' || tbl::oid::text);
+    out  text;
+BEGIN
+    BEGIN
+        EXECUTE format('CREATE TEMPORARY TABLE %I (LIKE %s)', alias, tbl);
+        EXECUTE format('ALTER TABLE pg_temp.%I ADD CONSTRAINT row_filter CHECK (%s)', alias, expr);
+        SELECT pg_get_expr(c.conbin, c.conrelid) INTO out
+        FROM pg_constraint c
+        WHERE c.conrelid = format('pg_temp.%I', alias)::regclass AND c.conname = 'row_filter';
+        RAISE EXCEPTION USING ERRCODE = 'PR100'; -- undo everything above
+    EXCEPTION
+        WHEN SQLSTATE 'PR100' THEN
+            NULL;
+        WHEN OTHERS THEN
+            out := NULL;
+    END;
+    IF out IS NULL OR left(out, 1) <> '(' OR right(out, length(mark)) <> mark THEN
+        RETURN NULL;
+    END IF;
+    RETURN cdc.check_row_filter(tbl, substr(out, 2, length(out) - 1 - length(mark)));
+END
+$fn$;
+
 -- cdc.gate_filter returns tbl's row filter as its insert or delete gate has
--- it now, as cdc.check_row_filter prints filters: a gate's WHEN keeps its
--- columns by number, so that it follows renames, while the filter the
--- capture function and cdc.cdc_tables() have is text. NULL where tbl has
--- no such gate (an update-only table's gate has the filter twice) or its
--- WHEN cannot be read back. PostgreSQL prints the WHEN as a CHECK
--- constraint of an empty temporary table named as the gate names the row
--- (new or old), in a block that is always rolled back; the gate's mark is
--- the last term of its AND.
+-- it now (cdc.gate_printed): a gate's WHEN keeps its columns by number, so
+-- that it follows renames, while the filter the capture function and
+-- cdc.cdc_tables() have is text. NULL where tbl has no such gate (an
+-- update-only table's gate has the filter twice) or its WHEN cannot be
+-- read back.
 CREATE OR REPLACE FUNCTION cdc.gate_filter(tbl regclass) RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    mark  constant text := format(' AND (set_config(%L::text, ''y''::text, true) IS NULL))', 'cdc.pass_' || tbl::oid::text);
     gate  oid;
     alias text;
-    expr  text;
-    out   text;
 BEGIN
     SELECT t.oid, CASE t.tgname WHEN 'cdc_gate_insert' THEN 'new' ELSE 'old' END INTO gate, alias
     FROM pg_trigger t
@@ -272,24 +299,8 @@ BEGIN
                     AND d.refobjid >= 16384 AND d.refobjid <> 'cdc.capture_gate()'::regprocedure) THEN
         RETURN NULL;
     END IF;
-    expr := (regexp_match(pg_get_triggerdef(gate), ' FOR EACH ROW WHEN \((.*)\) EXECUTE FUNCTION cdc\.capture_gate\(\)$'))[1];
-    BEGIN
-        EXECUTE format('CREATE TEMPORARY TABLE %I (LIKE %s)', alias, tbl);
-        EXECUTE format('ALTER TABLE pg_temp.%I ADD CONSTRAINT row_filter CHECK (%s)', alias, expr);
-        SELECT pg_get_expr(c.conbin, c.conrelid) INTO out
-        FROM pg_constraint c
-        WHERE c.conrelid = format('pg_temp.%I', alias)::regclass AND c.conname = 'row_filter';
-        RAISE EXCEPTION USING ERRCODE = 'PR100'; -- undo everything above
-    EXCEPTION
-        WHEN SQLSTATE 'PR100' THEN
-            NULL;
-        WHEN OTHERS THEN
-            out := NULL;
-    END;
-    IF out IS NULL OR left(out, 1) <> '(' OR right(out, length(mark)) <> mark THEN
-        RETURN NULL;
-    END IF;
-    RETURN cdc.check_row_filter(tbl, substr(out, 2, length(out) - 1 - length(mark)));
+    RETURN cdc.gate_printed(tbl, alias,
+        (regexp_match(pg_get_triggerdef(gate), ' FOR EACH ROW WHEN \((.*)\) EXECUTE FUNCTION cdc\.capture_gate\(\)$'))[1]);
 END
 $fn$;
 
@@ -314,7 +325,11 @@ BEGIN
         RETURN;
     END IF;
     followed := cdc.gate_filter(tbl);
-    IF followed IS NULL OR followed = o.row_filter THEN
+    -- Compared as the gate prints it: PostgreSQL prints some filters
+    -- otherwise once read back (a BETWEEN's AND merged with the others).
+    IF followed IS NULL
+       OR followed = cdc.gate_printed(tbl, 'new', format('(%s) AND (set_config(%L, ''y'', true) IS NULL)',
+                                                         o.row_filter, 'cdc.pass_' || tbl::oid::text)) THEN
         RETURN;
     END IF;
     BEGIN
