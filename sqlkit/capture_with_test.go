@@ -111,9 +111,10 @@ func TestCaptureFunctionsAreRemadeByMigrate(t *testing.T) {
 // (cdc.capture() with its options as arguments) on a table owned by a role
 // the migrating role is not a member of, as when a table owner enabled CDC
 // on it. Migrate may not point that trigger at the table's capture
-// function; it must neither fail nor lose the options: the trigger stays on
-// cdc.capture(), which captures with them, and the function made for it,
-// now unused, is dropped again.
+// function; it must neither fail nor lose changes: the trigger stays on
+// cdc.capture(), which applies its excluded columns but not its row filter
+// (see TestCaptureRunsNoFilterFromTriggerArguments), and the function made
+// for it, now unused, is dropped again.
 func TestMigrateLeavesATriggerItMayNotReplace(t *testing.T) {
 	t.Parallel()
 	ctx := testenv.Context(t)
@@ -143,7 +144,7 @@ func TestMigrateLeavesATriggerItMayNotReplace(t *testing.T) {
 
 	_, err = ownerPool.Exec(ctx, `INSERT INTO b VALUES (1, 1, 's'), (2, -1, 's')`)
 	require.NoError(t, err)
-	require.Equal(t, []event{{"insert", "1", `{"id":1,"n":1}`, ""}}, readEvents(t, pool))
+	require.Equal(t, []event{{"insert", "1", `{"id":1,"n":1}`, ""}, {"insert", "2", `{"id":2,"n":-1}`, ""}}, readEvents(t, pool))
 }
 
 // TestCaptureFunctionsFollowDDLInASession: a session that has run a
@@ -216,8 +217,8 @@ func TestCaptureOptionsNeedTheMigratingRole(t *testing.T) {
 // TestCaptureFunctionsRefreshLeavesOthersTriggers: when Migrate may not
 // replace a trigger an older version installed (a table owner installed
 // it, and the role that migrates neither owns the table nor is superuser),
-// it still succeeds, and the table stays captured with its options by
-// cdc.capture().
+// it still succeeds, and the table stays captured by cdc.capture(),
+// unfiltered.
 func TestCaptureFunctionsRefreshLeavesOthersTriggers(t *testing.T) {
 	t.Parallel()
 	ctx := testenv.Context(t)
@@ -247,7 +248,7 @@ func TestCaptureFunctionsRefreshLeavesOthersTriggers(t *testing.T) {
 
 	_, err = owner.Exec(ctx, `INSERT INTO b VALUES (1, 1), (2, -1)`)
 	require.NoError(t, err)
-	require.Equal(t, []event{{"insert", "1", `{"id":1,"n":1}`, ""}}, readEvents(t, migrator))
+	require.Equal(t, []event{{"insert", "1", `{"id":1,"n":1}`, ""}, {"insert", "2", `{"id":2,"n":-1}`, ""}}, readEvents(t, migrator))
 }
 
 // TestConcurrentEnsureCDCWithTheSameNewOptions: two ensure-cdc runs that
@@ -299,4 +300,49 @@ func TestRowFilterOfAColumnNamedLikeAVariable(t *testing.T) {
 	_, err = pool.Exec(ctx, `INSERT INTO a VALUES (1)`)
 	require.NoError(t, err)
 	require.Equal(t, []event{{"insert", "1", `{"id":1}`, ""}}, readEvents(t, pool))
+}
+
+// TestCaptureRunsNoFilterFromTriggerArguments: a role that may use schema
+// cdc (as one granted cdc.publish) and owns a table can create a trigger
+// calling cdc.capture() with any arguments. The capture runs as cdc's
+// owner, so a row filter taken from them would run that role's SQL with
+// the owner's rights: cdc.capture() never runs one (the rows are captured
+// unfiltered), Migrate makes no capture function of one it refuses, and
+// checking a filter runs nothing of it, not even a function of constants,
+// which planning it would.
+func TestCaptureRunsNoFilterFromTriggerArguments(t *testing.T) {
+	t.Parallel()
+	ctx := testenv.Context(t)
+	dbURL := testenv.NewMigratedDatabase(t)
+	admin := testenv.Pool(t, dbURL)
+	role, roleURL := testenv.NewRole(t, dbURL, "pgrelay_writer_")
+	_, err := admin.Exec(ctx, `GRANT USAGE ON SCHEMA cdc TO `+pgx.Identifier{role}.Sanitize()+`;
+		GRANT CREATE ON SCHEMA public TO `+pgx.Identifier{role}.Sanitize())
+	require.NoError(t, err)
+	writer := testenv.Pool(t, roleURL)
+	// The filter is false only for a role that may read pg_authid (the
+	// owner of cdc here, a superuser): were it run, the row would be left
+	// out, silently.
+	_, err = writer.Exec(ctx, `CREATE TABLE w (id int PRIMARY KEY);
+		CREATE TRIGGER cdc_capture_insert AFTER INSERT ON w REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
+			EXECUTE FUNCTION cdc.capture('', '{}', '{}', '(SELECT count(*) FROM pg_catalog.pg_authid) < 0');
+		CREATE FUNCTION evil(int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS 'BEGIN RAISE EXCEPTION ''evil ran as %'', current_user; END';
+		CREATE TABLE v (id int PRIMARY KEY);
+		CREATE TRIGGER cdc_capture_insert AFTER INSERT ON v REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
+			EXECUTE FUNCTION cdc.capture('', '{}', '{}', 'public.evil(1) > id')`)
+	require.NoError(t, err)
+	_, err = writer.Exec(ctx, `INSERT INTO w VALUES (1)`)
+	require.NoError(t, err)
+	require.Equal(t, []event{{"insert", "1", `{"id":1}`, ""}}, readEvents(t, admin))
+
+	_, err = admin.Exec(ctx, `UPDATE cdc.code_version SET digest = 'other'`)
+	require.NoError(t, err)
+	require.NoError(t, sqlkit.Migrate(ctx, admin))
+	calls, made := captureFunctions(t, ctx, admin)
+	require.Equal(t, map[string]string{"w": "cdc.capture", "v": "cdc.capture"}, calls)
+	require.Empty(t, made, "no capture function of the refused filters")
+
+	_, err = admin.Exec(ctx, `SELECT cdc.check_row_filter('v', 'public.evil(1) > id')`)
+	require.ErrorContains(t, err, "the row filter calls public.evil(integer)")
+	require.NotContains(t, err.Error(), "evil ran")
 }

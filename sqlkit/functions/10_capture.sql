@@ -51,7 +51,6 @@ DECLARE
     nbytes  bigint;
     excl    pg_catalog.text[];
     ign     pg_catalog.text[];
-    filter  pg_catalog.text;
     saved   pg_catalog.text[];
 BEGIN
     -- The common statement first, in as few PL/pgSQL steps as possible
@@ -170,24 +169,19 @@ BEGIN
             -- Triggers with options call a function of their own
             -- (functions/17_capture_with.sql); this path serves those an older
             -- version installed that Migrate could not point there (see
-            -- cdc.refresh_capture_functions).
-            filter := TG_ARGV[3];
+            -- cdc.refresh_capture_functions). It applies their excluded and
+            -- ignored columns (attribute numbers), never their row filter:
+            -- the arguments are whatever the trigger's creator wrote, and
+            -- this function runs as its owner, so a filter run here would be
+            -- anybody's SQL with that owner's rights. Their rows are
+            -- captured unfiltered, never lost.
+            IF TG_ARGV[3] <> '' THEN
+                RAISE WARNING 'pgrelay: %.% has a row filter that cdc.capture() does not apply, and its rows are captured unfiltered: run relay ensure-cdc for it with its options, as a member of both its owner and the role that migrated (or as superuser)',
+                    sch, rel;
+            END IF;
             -- The statement is built by cdc.capture_sql and run here, where
             -- the transition tables are visible.
-            IF filter = '' THEN
-                EXECUTE cdc.capture_sql(TG_OP, excl, ign, '') INTO written USING sch, rel, keys;
-            ELSE
-                BEGIN
-                    EXECUTE cdc.capture_sql(TG_OP, excl, ign, filter) INTO written USING sch, rel, keys;
-                EXCEPTION WHEN OTHERS THEN
-                    -- A filter that no longer fits the table (a column it uses
-                    -- was renamed or dropped) must not fail the application's
-                    -- write, nor lose its changes: they are captured unfiltered.
-                    RAISE WARNING 'pgrelay: the row filter of %.% failed (%); this statement''s rows are captured unfiltered: run relay ensure-cdc again',
-                        sch, rel, SQLERRM;
-                    EXECUTE cdc.capture_sql(TG_OP, excl, ign, '') INTO written USING sch, rel, keys;
-                END;
-            END IF;
+            EXECUTE cdc.capture_sql(TG_OP, excl, ign, '') INTO written USING sch, rel, keys;
         ELSIF TG_OP IN ('INSERT', 'DELETE') THEN
             -- Inserted and deleted rows go into the outbox as chunks: one outbox
             -- row holds up to {{.InsertChunkRows}} row images as a JSON array (see the header

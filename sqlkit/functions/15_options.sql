@@ -75,6 +75,28 @@ DECLARE
 BEGIN
     BEGIN
         EXECUTE format('CREATE TEMPORARY TABLE %I (LIKE %s)', copy, tbl);
+        -- First as a view, which PostgreSQL parses without planning: a
+        -- CHECK constraint and an index plan their expression, which runs
+        -- the functions of constants in it, as whoever checks. A filter
+        -- may come from a trigger's arguments (cdc.refresh_capture_functions),
+        -- which a table's owner can write: one that calls a function,
+        -- operator or domain of somebody's is refused before anything of
+        -- it runs.
+        EXECUTE format('CREATE TEMPORARY VIEW %I AS SELECT FROM pg_temp.%I WHERE %s', copy || '_parsed', copy, row_filter);
+        SELECT CASE d.refclassid WHEN 'pg_proc'::regclass THEN d.refobjid::regprocedure::text
+                                 WHEN 'pg_operator'::regclass THEN 'operator ' || d.refobjid::regoperator::text
+                                 ELSE 'domain ' || d.refobjid::regtype::text END INTO userfn
+        FROM pg_rewrite r
+        JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+        WHERE r.ev_class = format('pg_temp.%I', copy || '_parsed')::regclass
+          AND d.refobjid >= 16384
+          AND (d.refclassid IN ('pg_proc'::regclass, 'pg_operator'::regclass)
+               OR d.refclassid = 'pg_type'::regclass
+                  AND EXISTS (SELECT FROM pg_type ty WHERE ty.oid = d.refobjid AND ty.typtype = 'd'))
+        LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'PR100'; -- refused below
+        END IF;
         EXECUTE format('ALTER TABLE pg_temp.%I ADD CONSTRAINT row_filter CHECK (%s)', copy, row_filter);
         SELECT pg_get_expr(c.conbin, c.conrelid) INTO printed
         FROM pg_constraint c

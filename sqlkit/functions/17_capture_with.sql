@@ -259,6 +259,7 @@ DECLARE
     rel   regclass;
     gate  text[];
     op    text;
+    refused boolean;
 BEGIN
     PERFORM cdc.lock_capture_functions();
     FOR t IN
@@ -271,13 +272,29 @@ BEGIN
         IF fname = 'capture' THEN
             CONTINUE;
         END IF;
+        IF rel IS DISTINCT FROM t.rel THEN
+            rel := t.rel;
+            -- The arguments are whatever the trigger's creator wrote: a
+            -- filter becomes code of a function that runs as cdc's owner,
+            -- so it is checked first, as ensure-cdc checks one.
+            BEGIN
+                IF t.args[4] <> '' THEN
+                    PERFORM cdc.check_row_filter(rel, t.args[4]);
+                END IF;
+                refused := false;
+            EXCEPTION WHEN OTHERS THEN
+                refused := true;
+                RAISE WARNING 'pgrelay: % keeps its capture triggers as they are: their row filter is refused (%); run relay ensure-cdc for it',
+                    rel, SQLERRM;
+            END;
+            gate := CASE WHEN NOT refused AND t.args[1] = '' THEN cdc.gate_conditions(rel, t.args[4]) END;
+        END IF;
+        IF refused THEN
+            CONTINUE;
+        END IF;
         IF fname <> ALL (made) THEN
             EXECUTE cdc.capture_function_sql(t.args);
             made := made || fname;
-        END IF;
-        IF rel IS DISTINCT FROM t.rel THEN
-            rel := t.rel;
-            gate := CASE WHEN t.args[1] = '' THEN cdc.gate_conditions(rel, t.args[4]) END;
         END IF;
         IF t.tgfoid <> format('cdc.%I()', fname)::regprocedure OR NOT cdc.capture_gated(t.rel, t.act, gate) THEN
             -- Installed by a table owner who did not migrate: cdc.capture()

@@ -325,13 +325,24 @@ BEGIN
         RETURN;
     END IF;
     followed := cdc.gate_filter(tbl);
-    -- Compared as the gate prints it: PostgreSQL prints some filters
-    -- otherwise once read back (a BETWEEN's AND merged with the others).
-    IF followed IS NULL
-       OR followed = cdc.gate_printed(tbl, 'new', format('(%s) AND (set_config(%L, ''y'', true) IS NULL)',
-                                                         o.row_filter, 'cdc.pass_' || tbl::oid::text)) THEN
+    IF followed IS NULL THEN
         RETURN;
     END IF;
+    -- The filter the triggers have is compared as the gate prints it
+    -- (PostgreSQL prints some otherwise once read back: a BETWEEN's AND
+    -- merged with the others), once it is known to be a filter at all: it
+    -- is the triggers' argument, which their creator wrote, and printing it
+    -- plans it (see cdc.check_row_filter). One that no longer fits (its
+    -- column renamed) is followed.
+    BEGIN
+        PERFORM cdc.check_row_filter(tbl, o.row_filter);
+        IF followed = cdc.gate_printed(tbl, 'new', format('(%s) AND (set_config(%L, ''y'', true) IS NULL)',
+                                                          o.row_filter, 'cdc.pass_' || tbl::oid::text)) THEN
+            RETURN;
+        END IF;
+    EXCEPTION WHEN SQLSTATE 'PR003' THEN
+        NULL;
+    END;
     BEGIN
         PERFORM cdc.ensure_cdc_for(tbl, o.actions, o.ignore_columns, o.exclude_columns, followed);
     EXCEPTION WHEN OTHERS THEN
