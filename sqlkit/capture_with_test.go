@@ -329,7 +329,9 @@ func TestCaptureRunsNoFilterFromTriggerArguments(t *testing.T) {
 		CREATE FUNCTION evil(int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS 'BEGIN RAISE EXCEPTION ''evil ran as %'', current_user; END';
 		CREATE TABLE v (id int PRIMARY KEY);
 		CREATE TRIGGER cdc_capture_insert AFTER INSERT ON v REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
-			EXECUTE FUNCTION cdc.capture('', '{}', '{}', 'public.evil(1) > id')`)
+			EXECUTE FUNCTION cdc.capture('', '{}', '{}', 'public.evil(1) > id');
+		CREATE TRIGGER cdc_capture_delete AFTER DELETE ON v REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT
+			EXECUTE FUNCTION cdc.capture('', '{}', '{}', '(id > 0)')`)
 	require.NoError(t, err)
 	_, err = writer.Exec(ctx, `INSERT INTO w VALUES (1)`)
 	require.NoError(t, err)
@@ -338,9 +340,13 @@ func TestCaptureRunsNoFilterFromTriggerArguments(t *testing.T) {
 	_, err = admin.Exec(ctx, `UPDATE cdc.code_version SET digest = 'other'`)
 	require.NoError(t, err)
 	require.NoError(t, sqlkit.Migrate(ctx, admin))
-	calls, made := captureFunctions(t, ctx, admin)
-	require.Equal(t, map[string]string{"w": "cdc.capture", "v": "cdc.capture"}, calls)
-	require.Empty(t, made, "no capture function of the refused filters")
+	calls, _ := captureFunctions(t, ctx, admin)
+	require.Equal(t, map[string]string{"w": "cdc.capture", "v": "cdc.capture"}, calls,
+		"each trigger's filter checked, not only the first of a table's")
+	var bodies int
+	require.NoError(t, admin.QueryRow(ctx, `SELECT count(*) FROM pg_proc
+		WHERE pronamespace = 'cdc'::regnamespace AND (prosrc LIKE '%evil%' OR prosrc LIKE '%pg_authid%')`).Scan(&bodies))
+	require.Zero(t, bodies, "no capture function of the refused filters")
 
 	_, err = admin.Exec(ctx, `SELECT cdc.check_row_filter('v', 'public.evil(1) > id')`)
 	require.ErrorContains(t, err, "the row filter calls public.evil(integer)")

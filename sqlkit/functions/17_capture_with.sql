@@ -256,10 +256,8 @@ DECLARE
     t     record;
     fname text;
     made  text[] := '{}';
-    rel   regclass;
     gate  text[];
     op    text;
-    refused boolean;
 BEGIN
     PERFORM cdc.lock_capture_functions();
     FOR t IN
@@ -272,26 +270,19 @@ BEGIN
         IF fname = 'capture' THEN
             CONTINUE;
         END IF;
-        IF rel IS DISTINCT FROM t.rel THEN
-            rel := t.rel;
-            -- The arguments are whatever the trigger's creator wrote: a
-            -- filter becomes code of a function that runs as cdc's owner,
-            -- so it is checked first, as ensure-cdc checks one.
-            BEGIN
-                IF t.args[4] <> '' THEN
-                    PERFORM cdc.check_row_filter(rel, t.args[4]);
-                END IF;
-                refused := false;
-            EXCEPTION WHEN OTHERS THEN
-                refused := true;
-                RAISE WARNING 'pgrelay: % keeps its capture triggers as they are: their row filter is refused (%); run relay ensure-cdc for it',
-                    rel, SQLERRM;
-            END;
-            gate := CASE WHEN NOT refused AND t.args[1] = '' THEN cdc.gate_conditions(rel, t.args[4]) END;
-        END IF;
-        IF refused THEN
+        -- The arguments are whatever each trigger's creator wrote: a
+        -- filter becomes code of a function that runs as cdc's owner, so
+        -- each is checked first, as ensure-cdc checks one.
+        BEGIN
+            IF t.args[4] <> '' THEN
+                PERFORM cdc.check_row_filter(t.rel, t.args[4]);
+            END IF;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'pgrelay: % keeps its capture trigger for % as it is: its row filter is refused (%); run relay ensure-cdc for it',
+                t.rel, t.act, SQLERRM;
             CONTINUE;
-        END IF;
+        END;
+        gate := CASE WHEN t.args[1] = '' THEN cdc.gate_conditions(t.rel, t.args[4]) END;
         IF fname <> ALL (made) THEN
             EXECUTE cdc.capture_function_sql(t.args);
             made := made || fname;
