@@ -344,3 +344,22 @@ func TestRowFilterFollowsRenamesOnlyWhereItMay(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []event{{"insert", "2", `{"id":2,"m":2}`, ""}}, readEvents(t, migrator))
 }
+
+// TestRowFilterOnAnEnumFollowsRenames: a filter comparing a column with a
+// constant of the application's own enum type is gated (an enum calls
+// nobody's functions), and follows the column's rename.
+func TestRowFilterOnAnEnumFollowsRenames(t *testing.T) {
+	t.Parallel()
+	ctx, pool := setup(t, `CREATE TYPE state AS ENUM ('active', 'gone');
+		CREATE TABLE acct (id int PRIMARY KEY, st state)`)
+	_, err := sqlkit.EnsureCDCWith(ctx, pool, sqlkit.CaptureOptions{Where: "st = 'active'"}, sqlkit.Table{Name: "acct"})
+	require.NoError(t, err)
+	require.Equal(t, allGated, gates(t, ctx, pool, "acct"))
+	_, err = pool.Exec(ctx, `ALTER TABLE acct RENAME COLUMN st TO status;
+		INSERT INTO acct VALUES (1, 'gone'), (2, 'active')`)
+	require.NoError(t, err)
+	tables, err := sqlkit.CapturedTables(ctx, pool)
+	require.NoError(t, err)
+	require.Equal(t, "(status = 'active'::public.state)", tables[0].Options.Where)
+	require.Equal(t, []event{{"insert", "2", `{"id":2,"status":"active"}`, ""}}, readEvents(t, pool))
+}

@@ -286,7 +286,8 @@ BEGIN
     ORDER BY t.tgname DESC
     LIMIT 1;
     -- Only a gate as pgrelay makes them: calling cdc.capture_gate(), with
-    -- built-in functions, operators and types only. Another (a table's
+    -- built-in functions and operators only, and no domain (whose checks
+    -- may call anybody's functions). Another (a table's
     -- owner may replace a trigger of that name) is not read back, since
     -- reading it back plans its expression, which would run a function
     -- of constants in it as the role that altered the table.
@@ -294,9 +295,11 @@ BEGIN
        OR (SELECT t.tgfoid FROM pg_trigger t WHERE t.oid = gate) <> 'cdc.capture_gate()'::regprocedure
        OR EXISTS (SELECT FROM pg_depend d
                   WHERE d.classid = 'pg_trigger'::regclass AND d.objid = gate
-                    AND d.refclassid IN ('pg_proc'::regclass, 'pg_operator'::regclass, 'pg_type'::regclass,
-                                         'pg_collation'::regclass)
-                    AND d.refobjid >= 16384 AND d.refobjid <> 'cdc.capture_gate()'::regprocedure) THEN
+                    AND d.refobjid >= 16384
+                    AND (d.refclassid IN ('pg_proc'::regclass, 'pg_operator'::regclass)
+                         AND d.refobjid <> 'cdc.capture_gate()'::regprocedure
+                         OR d.refclassid = 'pg_type'::regclass
+                            AND EXISTS (SELECT FROM pg_type ty WHERE ty.oid = d.refobjid AND ty.typtype = 'd'))) THEN
         RETURN NULL;
     END IF;
     RETURN cdc.gate_printed(tbl, alias,
