@@ -18,8 +18,8 @@
 -- that is still running (one run from a function or a trigger in the
 -- middle of it). A later statement of the same transaction then takes the
 -- capture function's own filter, which is correct, only slower. A writer
--- who sets cdc.pass_<oid> himself in the middle of a statement can hide
--- his own changes, as one who sets the key cache (cdc.keys_<oid>, see
+-- that sets cdc.pass_<oid> itself in the middle of a statement can hide
+-- its own changes, as one that sets the key cache (cdc.keys_<oid>, see
 -- cdc.capture_context) can mislabel them: pgrelay-internal settings are
 -- trusted, as the application's own writes are.
 --
@@ -41,7 +41,9 @@
 --     evaluates the filter inside the application's statement, where an
 --     error (a division by zero, an overflow) would fail the write, which
 --     the capture function instead catches, capturing the rows
---     unfiltered.
+--     unfiltered;
+--   * where every role may call set_config and current_setting, which
+--     the WHEN clauses call as the writer.
 -- Elsewhere the capture function checks the filter alone, as before.
 --
 -- Since the gates keep the filter's columns by number, they follow a
