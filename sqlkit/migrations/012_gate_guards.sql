@@ -3,7 +3,7 @@
 -- gates. Event triggers need superuser; without them no table is gated,
 -- and a row filter is checked by the capture function alone, as before.
 -- The guards' functions are code: placeholders here, which every Migrate
--- then replaces from functions/.
+-- then replaces from functions/19_gate_guards.sql.
 DROP FUNCTION IF EXISTS cdc.capture_trigger_sql(regclass, text, text, text[]);
 
 DO $do$
