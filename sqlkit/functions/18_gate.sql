@@ -169,6 +169,24 @@ BEGIN
 END
 $fn$;
 
+-- cdc.gate_mark names the setting that marks a transaction in which a
+-- row of rel passed its row filter (see the header), and
+-- cdc.gate_mark_term is the term every gate's WHEN ends with, which sets
+-- it and is never true.
+CREATE OR REPLACE FUNCTION cdc.gate_mark(rel regclass) RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT 'cdc.pass_' || rel::oid::text
+$fn$;
+
+CREATE OR REPLACE FUNCTION cdc.gate_mark_term(rel regclass) RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT format('pg_catalog.set_config(%L, ''y'', true) IS NULL', cdc.gate_mark(rel))
+$fn$;
+
 -- cdc.capture_trigger_ops returns the statements that make rel's capture
 -- trigger for action act call function fname with arguments args, gated
 -- by gate (cdc.gate_conditions' result, or NULL for no gate): the gate
@@ -184,7 +202,6 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    mark constant text := quote_literal('cdc.pass_' || rel::oid::text);
     capture text := format('CREATE OR REPLACE TRIGGER %I AFTER %s ON %s %s FOR EACH STATEMENT %s EXECUTE FUNCTION cdc.%I(%s)',
         'cdc_capture_' || act, upper(act), rel,
         CASE act WHEN 'insert' THEN 'REFERENCING NEW TABLE AS new_rows'
@@ -192,7 +209,7 @@ DECLARE
                  WHEN 'delete' THEN 'REFERENCING OLD TABLE AS old_rows'
                  ELSE '' END,
         CASE WHEN gate IS NOT NULL AND act <> 'truncate' THEN
-            format('WHEN (pg_catalog.current_setting(%s, true) OPERATOR(pg_catalog.=) ''y'')', mark)
+            format('WHEN (pg_catalog.current_setting(%L, true) OPERATOR(pg_catalog.=) ''y'')', cdc.gate_mark(rel))
         ELSE '' END,
         fname,
         (SELECT coalesce(string_agg(quote_literal(x), ', ' ORDER BY n), '') FROM unnest(args) WITH ORDINALITY AS u(x, n)));
@@ -201,13 +218,13 @@ BEGIN
         RETURN ARRAY[capture] || cdc.gate_drop_ops(rel, act);
     END IF;
     RETURN ARRAY[format('CREATE OR REPLACE TRIGGER %I AFTER %s ON %s FOR EACH ROW '
-                        'WHEN ((%s) AND pg_catalog.set_config(%s, ''y'', true) IS NULL) '
+                        'WHEN ((%s) AND %s) '
                         'EXECUTE FUNCTION cdc.capture_gate()',
                         'cdc_gate_' || act, upper(act), rel,
                         CASE act WHEN 'insert' THEN '(' || gate[1] || ')'
                                  WHEN 'delete' THEN '(' || gate[2] || ')'
                                  ELSE '(' || gate[2] || ') OR (' || gate[1] || ')' END,
-                        mark),
+                        cdc.gate_mark_term(rel)),
                  capture];
 END
 $fn$;

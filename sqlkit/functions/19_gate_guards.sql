@@ -5,16 +5,18 @@
 -- (see functions.go).
 
 -- cdc.gate_printed returns expr, a gate's WHEN over the row alias (new or
--- old) with tbl's mark as the last term of its AND, without the mark, as
--- cdc.check_row_filter prints filters; NULL if it cannot. PostgreSQL
--- prints it as a CHECK constraint of an empty temporary table named as the
--- alias, in a block that is always rolled back.
+-- old) ending with cdc.gate_mark_term(tbl), without that term, as
+-- PostgreSQL prints it over tbl's columns; NULL if it cannot. It is printed
+-- as a CHECK constraint of an empty temporary table named as the alias, in
+-- a block that is always rolled back. Two filters printed so are the same
+-- filter where their texts are equal.
 CREATE OR REPLACE FUNCTION cdc.gate_printed(tbl regclass, alias text, expr text) RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    mark constant text := format(' AND (set_config(%L::text, ''y''::text, true) IS NULL))', 'cdc.pass_' || tbl::oid::text);
+    -- cdc.gate_mark_term(tbl), as PostgreSQL prints it.
+    mark constant text := format(' AND (set_config(%L::text, ''y''::text, true) IS NULL))', cdc.gate_mark(tbl));
     out  text;
 BEGIN
     BEGIN
@@ -33,16 +35,16 @@ BEGIN
     IF out IS NULL OR left(out, 1) <> '(' OR right(out, length(mark)) <> mark THEN
         RETURN NULL;
     END IF;
-    RETURN cdc.check_row_filter(tbl, substr(out, 2, length(out) - 1 - length(mark)));
+    RETURN substr(out, 2, length(out) - 1 - length(mark));
 END
 $fn$;
 
 -- cdc.gate_filter returns tbl's row filter as its insert or delete gate has
--- it now (cdc.gate_printed): a gate's WHEN keeps its columns by number, so
--- that it follows renames, while the filter the capture function and
--- cdc.cdc_tables() have is text. NULL where tbl has no such gate (an
--- update-only table's gate has the filter twice) or its WHEN cannot be
--- read back.
+-- it now, as cdc.gate_printed prints it: a gate's WHEN keeps its columns
+-- by number, so that it follows renames, while the filter the capture
+-- function and cdc.cdc_tables() have is text. NULL where tbl has no such
+-- gate (an update-only table's gate has the filter twice) or its WHEN
+-- cannot be read back.
 CREATE OR REPLACE FUNCTION cdc.gate_filter(tbl regclass) RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -110,13 +112,13 @@ BEGIN
     -- column renamed) is followed.
     BEGIN
         PERFORM cdc.check_row_filter(tbl, o.row_filter);
-        IF followed = cdc.gate_printed(tbl, 'new', format('(%s) AND (set_config(%L, ''y'', true) IS NULL)',
-                                                          o.row_filter, 'cdc.pass_' || tbl::oid::text)) THEN
+        IF followed = cdc.gate_printed(tbl, 'new', format('(%s) AND %s', o.row_filter, cdc.gate_mark_term(tbl))) THEN
             RETURN;
         END IF;
     EXCEPTION WHEN SQLSTATE 'PR003' THEN
         NULL;
     END;
+    -- ensure_cdc_for checks and prints the followed filter as any other.
     BEGIN
         PERFORM cdc.ensure_cdc_for(tbl, o.actions, o.ignore_columns, o.exclude_columns, followed);
     EXCEPTION WHEN OTHERS THEN
