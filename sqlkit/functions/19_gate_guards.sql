@@ -161,19 +161,24 @@ $fn$;
 -- or disables a gate otherwise than its capture trigger (as ENABLE ALWAYS
 -- TRIGGER, for capture on a logical replica, must do for both); then has
 -- the row filters of the gated tables it changed follow renamed columns
--- (cdc.follow_row_filter).
+-- (cdc.follow_row_filter). It looks only at the tables the command made
+-- or changed (a new child is the command's table, its parent is not), so
+-- that DDL elsewhere costs one catalog lookup.
 CREATE OR REPLACE FUNCTION cdc.gate_guard_ddl() RETURNS event_trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
+    touched oid[] := ARRAY(SELECT DISTINCT c.objid FROM pg_event_trigger_ddl_commands() c
+                           WHERE c.classid = 'pg_class'::regclass);
     rel   regclass;
     other regclass;
     trig  text;
 BEGIN
     SELECT i.inhparent::regclass, i.inhrelid::regclass INTO rel, other
     FROM pg_inherits i
-    WHERE EXISTS (SELECT FROM pg_trigger t
+    WHERE (i.inhrelid = ANY (touched) OR i.inhparent = ANY (touched))
+      AND EXISTS (SELECT FROM pg_trigger t
                   WHERE t.tgrelid = i.inhparent AND t.tgname LIKE 'cdc\_capture\_%' AND t.tgqual IS NOT NULL)
     LIMIT 1;
     IF FOUND THEN
@@ -183,22 +188,21 @@ BEGIN
     SELECT c.tgrelid::regclass, g.tgname INTO rel, trig
     FROM pg_trigger c
     JOIN pg_trigger g ON g.tgrelid = c.tgrelid AND g.tgname = 'cdc_gate_' || substr(c.tgname, 13)
-    WHERE c.tgname LIKE 'cdc\_capture\_%' AND c.tgqual IS NOT NULL AND c.tgenabled <> g.tgenabled
+    WHERE c.tgrelid = ANY (touched)
+      AND c.tgname LIKE 'cdc\_capture\_%' AND c.tgqual IS NOT NULL AND c.tgenabled <> g.tgenabled
     LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'table %: trigger % must be enabled or disabled as trigger % is (in the same ALTER TABLE), or CDC with its row filter would miss changes',
             rel, trig, 'cdc_capture_' || substr(trig, 10) USING ERRCODE = 'PR004';
     END IF;
-    -- The gated tables this command changed (a column renamed, say).
+    -- Read back only from gates pgrelay made (see cdc.gate_filter), and by
+    -- a role that may use cdc at all (an application role may ALTER its
+    -- tables).
     FOR rel IN
-        SELECT DISTINCT c.objid::regclass FROM pg_event_trigger_ddl_commands() c
-        WHERE c.classid = 'pg_class'::regclass
-          AND EXISTS (SELECT FROM pg_trigger t
-                      WHERE t.tgrelid = c.objid AND t.tgname IN ('cdc_gate_insert', 'cdc_gate_delete'))
-          -- Read back only from gates pgrelay made (see cdc.gate_filter),
-          -- and by a role that may use cdc at all (an application role
-          -- may ALTER its tables).
+        SELECT t.tgrelid::regclass FROM pg_trigger t
+        WHERE t.tgrelid = ANY (touched) AND t.tgname IN ('cdc_gate_insert', 'cdc_gate_delete')
           AND has_schema_privilege('cdc', 'USAGE')
+        GROUP BY t.tgrelid
     LOOP
         BEGIN
             PERFORM cdc.follow_row_filter(rel);
