@@ -258,6 +258,11 @@ DECLARE
     made  text[] := '{}';
     gate  text[];
     op    text;
+    -- The last filter checked, of which table, and whether it was refused:
+    -- a table's triggers have the same arguments when pgrelay made them.
+    seen_rel    regclass;
+    seen_filter text;
+    refused     boolean;
 BEGIN
     PERFORM cdc.lock_capture_functions();
     FOR t IN
@@ -273,29 +278,37 @@ BEGIN
         -- The arguments are whatever each trigger's creator wrote: a
         -- filter becomes code of a function that runs as cdc's owner, so
         -- each is checked first, as ensure-cdc checks one.
-        BEGIN
-            IF t.args[4] <> '' THEN
-                PERFORM cdc.check_row_filter(t.rel, t.args[4]);
-            END IF;
-        EXCEPTION WHEN OTHERS THEN
-            RAISE WARNING 'pgrelay: % keeps its capture trigger for % as it is: its row filter is refused (%); run relay ensure-cdc for it',
-                t.rel, t.act, SQLERRM;
+        IF seen_rel IS DISTINCT FROM t.rel OR seen_filter IS DISTINCT FROM t.args[4] THEN
+            seen_rel := t.rel;
+            seen_filter := t.args[4];
+            refused := false;
+            BEGIN
+                IF t.args[4] <> '' THEN
+                    PERFORM cdc.check_row_filter(t.rel, t.args[4]);
+                END IF;
+            EXCEPTION WHEN OTHERS THEN
+                refused := true;
+                RAISE WARNING 'pgrelay: % keeps its capture triggers as they are: their row filter is refused (%); run relay ensure-cdc for it',
+                    t.rel, SQLERRM;
+            END;
+            gate := CASE WHEN NOT refused AND t.args[1] = '' THEN cdc.gate_conditions(t.rel, t.args[4]) END;
+        END IF;
+        IF refused THEN
             CONTINUE;
-        END;
-        gate := CASE WHEN t.args[1] = '' THEN cdc.gate_conditions(t.rel, t.args[4]) END;
+        END IF;
         IF fname <> ALL (made) THEN
             EXECUTE cdc.capture_function_sql(t.args);
             made := made || fname;
         END IF;
         IF t.tgfoid <> format('cdc.%I()', fname)::regprocedure OR NOT cdc.capture_gated(t.rel, t.act, gate) THEN
             -- Installed by a table owner who did not migrate: cdc.capture()
-            -- still captures it with its options, only slower.
+            -- still captures it, with its column options, unfiltered.
             BEGIN
                 FOREACH op IN ARRAY cdc.capture_trigger_ops(t.rel, t.act, fname, t.args, gate) LOOP
                     EXECUTE op;
                 END LOOP;
             EXCEPTION WHEN insufficient_privilege THEN
-                RAISE WARNING 'pgrelay: % is captured by cdc.capture() with its options; run relay ensure-cdc for it with the same options, as a member of both its owner and the role that migrated (or as superuser), for its faster capture function (%)',
+                RAISE WARNING 'pgrelay: % is captured by cdc.capture(), with its column options but without its row filter; run relay ensure-cdc for it with the same options, as a member of both its owner and the role that migrated (or as superuser), for its own capture function (%)',
                     t.rel, SQLERRM;
             END;
         END IF;
