@@ -286,28 +286,30 @@ func measured(vs []float64) []float64 {
 // counts its transactions: each takes one.
 const filterSequence = "filter_ids"
 
-// createFilterTables creates the row-filter comparison's id sequence, tables
-// and triggers in the run's schema, and returns the function that drops them
-// again.
 // filterGated tells whether every table of the comparison whose row
-// filter can be gated has its gates.
+// filter can be gated has its gates, as sqlkit.CapturedTables reports them.
 func (e *env) filterGated(ctx context.Context) (bool, error) {
-	var tables []string
-	for _, v := range filterVariants {
-		if v.gated {
-			tables = append(tables, e.table(v.table))
-		}
-	}
-	var gated bool
-	err := e.pool.QueryRow(ctx, `SELECT bool_and(EXISTS (SELECT FROM pg_trigger g
-			WHERE g.tgrelid = t::regclass AND g.tgname = 'cdc_gate_insert'))
-		FROM unnest($1::text[]) t`, tables).Scan(&gated)
+	captured, err := sqlkit.CapturedTables(ctx, e.pool)
 	if err != nil {
 		return false, fmt.Errorf("filter: look for gates: %w", err)
 	}
-	return gated, nil
+	gated := map[string]bool{}
+	for _, t := range captured {
+		if t.Schema == e.schema {
+			gated[t.Name] = t.Gated
+		}
+	}
+	for _, v := range filterVariants {
+		if v.gated && !gated[v.table] {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
+// createFilterTables creates the row-filter comparison's id sequence, tables
+// and triggers in the run's schema, and returns the function that drops them
+// again.
 func (e *env) createFilterTables(ctx context.Context) (drop func(), err error) {
 	var names []string
 	for _, v := range filterVariants {
